@@ -1,0 +1,1 @@
+"""Model code shared by training and serving: tokenizer, network, artifact I/O."""

@@ -1,0 +1,1 @@
+"""Offline training: corpora -> tokenizer -> embedding + LSTM -> TorchScript artifact."""

@@ -1,0 +1,43 @@
+"""Length-bucketed batches: texts of similar length share a batch, so little compute goes to padding."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from model.tokenizer import pad
+
+
+def bucketed_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    rng: random.Random | None = None,
+    bucket_batches: int = 50,
+) -> list[list[int]]:
+    """Index batches. Shuffled: shuffle, sort within pools of `bucket_batches` batches by length,
+    cut into batches, shuffle the batches. Not shuffled: sorted by length (for evaluation)."""
+    idx = list(range(len(lengths)))
+    if not shuffle:
+        idx.sort(key=lambda i: lengths[i])
+        return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+    rng = rng or random.Random()
+    rng.shuffle(idx)
+    pool = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(idx), pool):
+        chunk = sorted(idx[start : start + pool], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def tensors(
+    ids: Sequence[Sequence[int]], labels: Sequence[int], batches: list[list[int]]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]]:
+    for batch in batches:
+        x, lengths = pad([ids[i] for i in batch])
+        yield x, lengths, torch.tensor([labels[i] for i in batch], dtype=torch.long), batch

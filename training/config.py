@@ -1,0 +1,59 @@
+"""Training configuration: plain data with defaults that work (SST-2 on CPU)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "sst2"  # sst2 | imdb | files (set by --train)
+    train_file: str | None = None
+    eval_file: str | None = None
+    val_file: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    val_fraction: float = 0.1  # held out of train when the corpus has no validation split
+    max_train_examples: int | None = None  # a seeded slice, for quick runs and tests
+    # artifact
+    out: str = "artifacts"
+    run_name: str | None = None  # default: <dataset>-<timestamp>
+    # tokenizer
+    vocab_size: int = 30_000
+    min_frequency: int = 1
+    max_length: int | None = None  # tokens; None: 128 for sst2, 400 for imdb and files
+    # network
+    embed_dim: int = 300
+    hidden_dim: int = 256
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.5
+    pooling: str = "max_mean"
+    # optimisation
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    warmup_fraction: float = 0.1
+    patience: int = 2  # epochs without validation improvement before stopping
+    seed: int = 13
+    # hardware
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    progress: bool = True
+
+    def resolved_max_length(self) -> int:
+        if self.max_length:
+            return self.max_length
+        return 128 if self.dataset == "sst2" else 400
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

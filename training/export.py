@@ -1,0 +1,215 @@
+"""Export a trained model as an artifact directory (see model/artifact.py for the layout).
+
+The directory is written under a hidden staging name and renamed into place only
+after the parity checks pass, then `latest` is repointed atomically: a reader never
+sees a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import tokenizers
+import torch
+
+from model.artifact import META_FILE, MODEL_FILE, SCHEMA_VERSION, TOKENIZER_FILE, sha256_file
+from model.tokenizer import PAD_ID, UNK_ID, pad
+from training.behaviour import behavioural_report
+from training.config import TrainConfig
+from training.train import LABELS, TrainResult
+
+PARITY_TOL = 1e-5
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def parity_batch(result: TrainResult, n: int = 64) -> list[str]:
+    """A real evaluation batch: the first n validation texts."""
+    return result.splits["val"].texts[:n]
+
+
+def check_scripted_parity(eager: torch.nn.Module, scripted: torch.jit.ScriptModule, ids, lengths) -> float:
+    with torch.no_grad():
+        diff = float((eager(ids, lengths) - scripted(ids, lengths)).abs().max())
+    if diff > PARITY_TOL:
+        raise ExportError(f"scripted and eager logits differ by {diff:.2e} (> {PARITY_TOL})")
+    return diff
+
+
+def check_fresh_process(artifact_dir: Path, texts: list[str], expected: torch.Tensor) -> float:
+    """Load the artifact in a new interpreter (checksums included) and compare its logits."""
+    code = (
+        "import json,sys,torch\n"
+        "from model.artifact import load_artifact\n"
+        "from model.tokenizer import pad\n"
+        "a = load_artifact(sys.argv[1])\n"
+        "ids, lengths = pad(a.tokenize(json.load(sys.stdin))[0])\n"
+        "with torch.no_grad(): print(json.dumps(a.model(ids, lengths).tolist()))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(artifact_dir)],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        raise ExportError(f"the artifact does not load in a fresh process:\n{proc.stderr[-2000:]}")
+    got = torch.tensor(json.loads(proc.stdout))
+    diff = float((got - expected).abs().max())
+    if diff > PARITY_TOL:
+        raise ExportError(f"fresh-process logits differ by {diff:.2e} (> {PARITY_TOL})")
+    return diff
+
+
+def plot_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax1.legend()
+    ax2.plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train")
+    ax2.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="validation")
+    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def model_card(meta: dict) -> str:
+    m = meta["metrics"]
+    lines = [
+        f"# Model card: {meta['name']} ({meta['version']})",
+        "",
+        f"Embedding + {'bi' if meta['network']['bidirectional'] else ''}LSTM sentiment classifier "
+        f"({meta['network']['pooling']} pooling), labels {meta['labels']}, "
+        f"trained on `{meta['dataset']['name']}` "
+        f"in {meta['training_seconds']:.0f} s on {meta['device']}. Created {meta['created_at']}.",
+        "",
+        "## Evaluation",
+        "",
+        "| split | n | accuracy | macro-F1 | ECE raw | ECE calibrated |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in m.items():
+        if isinstance(r, dict) and "accuracy" in r:
+            lines.append(
+                f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['ece']:.4f} | "
+                f"{r['ece_calibrated']:.4f} |"
+            )
+    lines += [
+        "",
+        f"Temperature {meta['temperature']:.3f} (fitted on the validation split; served probabilities "
+        "are softmax(logits / T)). `val` chose the best epoch and the temperature, so it is optimistic.",
+        "",
+        "## Behavioural report (hand-written cases; a report, not a gate)",
+        "",
+        "| capability | passed | failures |",
+        "| --- | --- | --- |",
+    ]
+    for cap, r in meta["behaviour"].items():
+        fails = "; ".join(r["failures"]) or "-"
+        lines.append(f"| {cap} | {r['passed']}/{r['total']} | {fails} |")
+    lines += [
+        "",
+        "## Limits",
+        "",
+        f"- Texts longer than {meta['max_length']} tokens are truncated (responses say so).",
+        "- English movie-review domain; other domains and sarcasm are weaker.",
+        "- Word-level vocabulary from the training split only: unseen words map to [UNK].",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_artifact(result: TrainResult, cfg: TrainConfig, staging: Path, run_name: str) -> dict:
+    """Write model, tokenizer, plot, card and meta into `staging` and check parity."""
+    eager = result.model.cpu().eval()
+    scripted = torch.jit.script(eager)
+    scripted.save(str(staging / MODEL_FILE))
+    result.tokenizer.save(str(staging / TOKENIZER_FILE))
+    plot_curve(result.history, staging / "training_curve.png")
+
+    texts = parity_batch(result)
+    ids, lengths = pad([result.encoded["val"][i] for i in range(len(texts))])
+    script_diff = check_scripted_parity(eager, scripted, ids, lengths)
+
+    def predict(batch: list[str]) -> list[int]:
+        from model.tokenizer import token_ids
+
+        with torch.no_grad():
+            x, n = pad(token_ids(result.tokenizer, batch)[0])
+            return eager(x, n).argmax(1).tolist()
+
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "name": f"sentiment-lstm-{cfg.dataset}",
+        "version": run_name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "labels": LABELS,
+        "max_length": cfg.resolved_max_length(),
+        "pad_id": PAD_ID,
+        "unk_id": UNK_ID,
+        "vocab_size": result.tokenizer.get_vocab_size(),
+        "temperature": result.temperature,
+        "metrics": result.metrics,
+        "behaviour": behavioural_report(predict),
+        "history": result.history,
+        "network": eager.config.to_dict(),
+        "training": cfg.to_dict(),
+        "training_seconds": round(result.seconds, 1),
+        "device": result.device,
+        "dataset": {
+            "name": cfg.dataset,
+            "splits": {k: {"n": len(s), "source": s.source} for k, s in result.splits.items()},
+            "sha256": result.checksums,
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+        "parity": {"scripted_vs_eager_max_abs": script_diff},
+    }
+    (staging / "MODEL_CARD.md").write_text(model_card(meta), encoding="utf-8")
+    files = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name != META_FILE)
+    meta["files"] = {name: sha256_file(staging / name) for name in files}
+    (staging / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    with torch.no_grad():
+        expected = eager(ids, lengths)
+    meta["parity"]["fresh_process_max_abs"] = check_fresh_process(staging, texts, expected)
+    # meta.json is not in its own checksum list, so recording the fresh-process figure is safe.
+    (staging / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return meta
+
+
+def publish(staging: Path, out_root: Path, run_name: str) -> Path:
+    """Move the finished artifact into place and repoint `latest` atomically."""
+    final = out_root / run_name
+    if final.exists():
+        raise ExportError(f"{final} already exists; choose another --run-name")
+    os.replace(staging, final)
+    tmp_link = out_root / f".latest.{os.getpid()}"
+    if tmp_link.is_symlink() or tmp_link.exists():
+        tmp_link.unlink()
+    os.symlink(run_name, tmp_link)
+    os.replace(tmp_link, out_root / "latest")
+    return final

@@ -1,0 +1,226 @@
+"""The training loop: data -> tokenizer -> SentimentLSTM -> best weights -> calibrated artifact."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from model.network import NetworkConfig, SentimentLSTM
+from model.tokenizer import token_ids, train_tokenizer
+from training.batching import bucketed_batches, tensors
+from training.config import TrainConfig
+from training.data import Split, file_checksums, load_builtin, load_user_files
+from training.evaluate import classification_report, fit_temperature
+
+log = logging.getLogger("training")
+LABELS = ["negative", "positive"]
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was requested but torch sees no CUDA device; use --device cpu")
+    return torch.device(requested)
+
+
+def load_splits(cfg: TrainConfig) -> dict[str, Split]:
+    if cfg.train_file:
+        splits = load_user_files(
+            Path(cfg.train_file),
+            Path(cfg.eval_file) if cfg.eval_file else None,
+            Path(cfg.val_file) if cfg.val_file else None,
+            seed=cfg.seed,
+            val_fraction=cfg.val_fraction,
+            text_column=cfg.text_column,
+            label_column=cfg.label_column,
+        )
+    else:
+        splits = load_builtin(
+            cfg.dataset, seed=cfg.seed, val_fraction=cfg.val_fraction, progress=cfg.progress
+        )
+    if cfg.max_train_examples and len(splits["train"]) > cfg.max_train_examples:
+        tr = splits["train"]
+        keep = sorted(random.Random(cfg.seed).sample(range(len(tr)), cfg.max_train_examples))
+        splits["train"] = Split(tr.name, [tr.texts[i] for i in keep], [tr.labels[i] for i in keep], tr.source)
+    return splits
+
+
+def lr_lambda(total_steps: int, warmup_fraction: float):
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))  # cosine decay to 0
+
+    return f
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module, ids: list[list[int]], device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    """Logits in the original order (batches are length-sorted internally)."""
+    model.eval()
+    out = torch.empty(len(ids), model.classifier.out_features)
+    dummy = [0] * len(ids)
+    for x, lengths, _, idx in tensors(
+        ids, dummy, bucketed_batches([len(i) for i in ids], batch_size, shuffle=False)
+    ):
+        out[idx] = model(x.to(device), lengths).float().cpu()
+    return out
+
+
+@dataclass
+class TrainResult:
+    model: SentimentLSTM
+    tokenizer: object
+    temperature: float
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    encoded: dict[str, list[list[int]]] = field(default_factory=dict)
+    splits: dict[str, Split] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
+    t_start = time.perf_counter()
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    use_amp = cfg.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    splits = load_splits(cfg)
+    sources = sorted({s.source.split(" ")[0] for s in splits.values()})
+    checksums = file_checksums([Path(p) for p in sources if Path(p).is_file()])
+    log.info("data: %s", ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+
+    tokenizer = train_tokenizer(
+        splits["train"].texts,
+        vocab_size=cfg.vocab_size,
+        min_frequency=cfg.min_frequency,
+        max_length=cfg.resolved_max_length(),
+    )
+    encoded = {name: token_ids(tokenizer, s.texts)[0] for name, s in splits.items()}
+    log.info("vocabulary: %d tokens, max length %d", tokenizer.get_vocab_size(), cfg.resolved_max_length())
+
+    net_cfg = NetworkConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        num_classes=len(LABELS),
+        embed_dim=cfg.embed_dim,
+        hidden_dim=cfg.hidden_dim,
+        num_layers=cfg.num_layers,
+        bidirectional=cfg.bidirectional,
+        dropout=cfg.dropout,
+        pooling=cfg.pooling,
+    )
+    model = SentimentLSTM(net_cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_ids, train_labels = encoded["train"], splits["train"].labels
+    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(steps_per_epoch * cfg.epochs, cfg.warmup_fraction)
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    rng = random.Random(cfg.seed)
+    val_labels = torch.tensor(splits["val"].labels)
+
+    best_state, best_acc, best_epoch, history = None, -1.0, 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t_epoch = time.perf_counter()
+        batches = bucketed_batches([len(i) for i in train_ids], cfg.batch_size, shuffle=True, rng=rng)
+        seen = correct = 0
+        loss_sum = 0.0
+        bar = tqdm(
+            total=len(train_ids),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="ex",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        )
+        for x, lengths, y, _ in tensors(train_ids, train_labels, batches):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(x, lengths)
+                loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            n = len(y)
+            seen += n
+            loss_sum += float(loss) * n
+            correct += int((logits.argmax(1) == y).sum())
+            bar.update(n)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        bar.close()
+        val_logits = predict_logits(model, encoded["val"], device)
+        val_acc = float((val_logits.argmax(1) == val_labels).float().mean())
+        val_loss = float(F.cross_entropy(val_logits, val_labels))
+        row = {
+            "epoch": epoch,
+            "train_loss": round(loss_sum / seen, 5),
+            "train_accuracy": round(correct / seen, 5),
+            "val_loss": round(val_loss, 5),
+            "val_accuracy": round(val_acc, 5),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t_epoch, 2),
+        }
+        history.append(row)
+        if metrics_path is not None:
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        log.info("epoch %d: %s", epoch, row)
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= cfg.patience:
+            log.info("early stopping: no validation improvement for %d epochs", cfg.patience)
+            break
+
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model = model.cpu().eval()
+    cpu = torch.device("cpu")
+    val_logits = predict_logits(model, encoded["val"], cpu)
+    temperature = fit_temperature(val_logits, val_labels)
+    metrics: dict = {"best_epoch": best_epoch, "temperature": round(temperature, 4)}
+    for name, split in splits.items():
+        if name == "train":
+            continue
+        logits = val_logits if name == "val" else predict_logits(model, encoded[name], cpu)
+        metrics[name] = classification_report(logits, torch.tensor(split.labels), temperature)
+    return TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        temperature=temperature,
+        metrics=metrics,
+        history=history,
+        encoded=encoded,
+        splits=splits,
+        checksums=checksums,
+        seconds=time.perf_counter() - t_start,
+        device=str(device),
+    )
