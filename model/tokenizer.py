@@ -31,6 +31,7 @@ def _normalizer() -> normalizers.Normalizer:
             normalizers.Lowercase(),
             normalizers.Replace(Regex(r"<br\s*/?>"), " "),  # IMDB line breaks
             normalizers.Replace(Regex("[\u2018\u2019`]"), "'"),  # curly quotes, PTB ``
+            normalizers.Replace(Regex("[\u201c\u201d]"), '"'),
             normalizers.Replace(Regex("''|\""), ' " '),  # PTB '' and plain double quote
             normalizers.Replace("-lrb-", "("),  # PTB brackets in SST
             normalizers.Replace("-rrb-", ")"),
