@@ -20,3 +20,25 @@ def data_mirror() -> Path:
             pytest.fail(f"SENTIMENT_DATA_MIRROR={configured} has no sst2/ folder")
         pytest.skip(f"no data mirror at {root}; set SENTIMENT_DATA_MIRROR")
     return root
+
+
+# The training code reads the mirror from the environment; default it for local runs.
+_default_mirror = REPO.parent / "shared" / "data"
+if "SENTIMENT_DATA_MIRROR" not in os.environ and _default_mirror.is_dir():
+    os.environ["SENTIMENT_DATA_MIRROR"] = str(_default_mirror)
+
+# Small but real: a seeded 6,000-example slice of SST-2, small dims, a few epochs (~1 min).
+SMALL_TRAIN_ARGS = [
+    "--max-train-examples", "6000", "--epochs", "3", "--embed-dim", "64", "--hidden-dim", "64",
+    "--lr", "3e-3", "--seed", "7", "--embeddings", "random", "--no-progress",
+]
+
+
+@pytest.fixture(scope="session")
+def small_artifact(tmp_path_factory: pytest.TempPathFactory, data_mirror: Path) -> Path:
+    """One artifact trained on real SST-2 data, shared by every test that needs a model."""
+    from training.cli import main as train_main
+
+    out = tmp_path_factory.mktemp("artifacts")
+    assert train_main([*SMALL_TRAIN_ARGS, "--out", str(out), "--run-name", "small"]) == 0
+    return out / "small"

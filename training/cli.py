@@ -31,6 +31,13 @@ HELP = {
     "min_frequency": "minimum count in the training split for a word to enter the vocabulary",
     "max_length": "maximum tokens per text; longer texts are truncated (default: 128 for sst2, 400 "
     "otherwise)",
+    "embeddings": "word2vec: initialise embeddings with word2vec vectors trained on unlabelled in-domain "
+    "text "
+    "(the training texts, plus IMDB's 25k training reviews for sst2) and add their frequent words to the "
+    "vocabulary; random: learn embeddings from the labelled data only",
+    "embed_lr": "learning rate of the embedding table (sparse Adam); 0 keeps pretrained vectors frozen",
+    "w2v_epochs": "word2vec passes over the unlabelled text",
+    "w2v_min_count": "minimum count for a word to get a word2vec vector",
     "embed_dim": "word embedding size",
     "hidden_dim": "LSTM hidden size per direction",
     "num_layers": "stacked LSTM layers",
@@ -75,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = ["sst2", "imdb"]
         elif f.name == "pooling":
             kwargs["choices"] = ["last", "max", "mean", "max_mean"]
+        elif f.name == "embeddings":
+            kwargs["choices"] = ["word2vec", "random"]
         elif f.name == "device":
             kwargs["choices"] = ["auto", "cpu", "cuda"]
         else:

@@ -23,6 +23,11 @@ class TrainConfig:
     vocab_size: int = 30_000
     min_frequency: int = 1
     max_length: int | None = None  # tokens; None: 128 for sst2, 400 for imdb and files
+    # embeddings
+    embeddings: str = "word2vec"  # word2vec (in-domain, see training/embeddings.py) | random
+    embed_lr: float = 0.0  # learning rate of the embedding table; 0 freezes pretrained vectors
+    w2v_epochs: int = 5
+    w2v_min_count: int = 3
     # network
     embed_dim: int = 300
     hidden_dim: int = 256

@@ -20,6 +20,7 @@ from model.tokenizer import token_ids, train_tokenizer
 from training.batching import bucketed_batches, tensors
 from training.config import TrainConfig
 from training.data import Split, file_checksums, load_builtin, load_user_files
+from training.embeddings import extend_vocabulary, init_embedding, train_word2vec
 from training.evaluate import classification_report, fit_temperature
 
 log = logging.getLogger("training")
@@ -54,6 +55,16 @@ def load_splits(cfg: TrainConfig) -> dict[str, Split]:
         keep = sorted(random.Random(cfg.seed).sample(range(len(tr)), cfg.max_train_examples))
         splits["train"] = Split(tr.name, [tr.texts[i] for i in keep], [tr.labels[i] for i in keep], tr.source)
     return splits
+
+
+def unlabelled_corpus(cfg: TrainConfig, splits: dict[str, Split]) -> list[Split]:
+    """Text for word2vec: the training split, plus IMDB's training reviews for short-text SST-2
+    (labels unused; never an evaluation split)."""
+    corpus = [splits["train"]]
+    if cfg.dataset == "sst2":
+        imdb = load_builtin("imdb", seed=cfg.seed, val_fraction=cfg.val_fraction, progress=cfg.progress)
+        corpus += [imdb["train"], imdb["val"]]
+    return corpus
 
 
 def lr_lambda(total_steps: int, warmup_fraction: float):
@@ -109,8 +120,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         torch.backends.cudnn.benchmark = True
 
     splits = load_splits(cfg)
-    sources = sorted({s.source.split(" ")[0] for s in splits.values()})
-    checksums = file_checksums([Path(p) for p in sources if Path(p).is_file()])
+    checksums = file_checksums(sorted({str(s.path) for s in splits.values() if s.path is not None}))
     log.info("data: %s", ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
 
     tokenizer = train_tokenizer(
@@ -119,6 +129,20 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         min_frequency=cfg.min_frequency,
         max_length=cfg.resolved_max_length(),
     )
+    vectors = None
+    if cfg.embeddings == "word2vec":
+        corpus = unlabelled_corpus(cfg, splits)
+        checksums.update(file_checksums(sorted({str(s.path) for s in corpus if s.path is not None})))
+        vectors = train_word2vec(
+            tokenizer,
+            [t for s in corpus for t in s.texts],
+            dim=cfg.embed_dim,
+            epochs=cfg.w2v_epochs,
+            min_count=cfg.w2v_min_count,
+            seed=cfg.seed,
+            workers=cfg.threads or torch.get_num_threads(),
+        )
+        extend_vocabulary(tokenizer, vectors, cfg.vocab_size)
     encoded = {name: token_ids(tokenizer, s.texts)[0] for name, s in splits.items()}
     log.info("vocabulary: %d tokens, max length %d", tokenizer.get_vocab_size(), cfg.resolved_max_length())
 
@@ -132,13 +156,26 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         dropout=cfg.dropout,
         pooling=cfg.pooling,
     )
-    model = SentimentLSTM(net_cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = SentimentLSTM(net_cfg)
+    if vectors is not None:
+        hits = init_embedding(model.embedding, tokenizer, vectors)
+        log.info("embeddings: %d of %d words start from word2vec vectors", hits, net_cfg.vocab_size)
+    model = model.to(device)
+    # The embedding table is most of the parameters but a batch touches few rows: sparse
+    # gradients with SparseAdam update only those rows, several times faster than dense AdamW.
+    train_embedding = cfg.embed_lr > 0 or vectors is None  # random vectors must be learned
+    model.embedding.sparse = train_embedding
+    model.embedding.weight.requires_grad_(train_embedding)
+    rest = [p for n, p in model.named_parameters() if not n.startswith("embedding.")]
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ]
+    if train_embedding:
+        optimizers.append(torch.optim.SparseAdam([model.embedding.weight], lr=cfg.embed_lr or cfg.lr))
     train_ids, train_labels = encoded["train"], splits["train"].labels
     steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(steps_per_epoch * cfg.epochs, cfg.warmup_fraction)
-    )
+    schedule = lr_lambda(steps_per_epoch * cfg.epochs, cfg.warmup_fraction)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     rng = random.Random(cfg.seed)
     val_labels = torch.tensor(splits["val"].labels)
@@ -162,16 +199,20 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 logits = model(x, lengths)
                 loss = F.cross_entropy(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            scaler.step(optimizer)
+            for o in optimizers:
+                scaler.unscale_(o)
+            torch.nn.utils.clip_grad_norm_(rest, cfg.clip_norm)  # sparse embedding grads are not clipped
+            for o in optimizers:
+                scaler.step(o)
             scaler.update()
-            scheduler.step()
+            for sch in schedulers:
+                sch.step()
             n = len(y)
             seen += n
-            loss_sum += float(loss) * n
+            loss_sum += float(loss.detach()) * n
             correct += int((logits.argmax(1) == y).sum())
             bar.update(n)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
@@ -185,7 +226,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
             "train_accuracy": round(correct / seen, 5),
             "val_loss": round(val_loss, 5),
             "val_accuracy": round(val_acc, 5),
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": optimizers[0].param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - t_epoch, 2),
         }
         history.append(row)

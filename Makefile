@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine:  `make serve`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Offline copy of the corpora (laid out like shared/data). Defaults to ../shared/data when it
+# exists; without it, training downloads the public archives into ~/.cache/sentiment-service.
+ifneq ($(wildcard ../shared/data/sst2),)
+export SENTIMENT_DATA_MIRROR ?= $(abspath ../shared/data)
+endif
+
+.PHONY: install serve train test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## Serve the API on http://127.0.0.1:8000 (trains the default SST-2 model first if none exists).
+serve: install
+	$(BIN)/python -m app
+
+## Train the default model into artifacts/ (see `python -m training --help`).
+train: install
+	$(BIN)/python -m training --out artifacts
+
+## Lint and run the whole test suite.
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treated as a failure" >&2; exit 1; fi; \
+	exit $$rc
+
+bench: install
+	$(BIN)/python bench/serve_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

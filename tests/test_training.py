@@ -1,0 +1,151 @@
+"""End-to-end training on a slice of real SST-2: CLI, metrics, export, artifact checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.artifact import ArtifactError, load_artifact, sha256_file
+from training.cli import main as train_main
+from training.evaluate import expected_calibration_error, fit_temperature, macro_f1
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_help_explains_every_flag():
+    out = subprocess.run(
+        [sys.executable, "-m", "training", "--help"], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout
+    for flag in ("--dataset", "--out", "--train", "--eval", "--seed", "--device", "--threads", "--epochs"):
+        assert flag in out
+    assert "SENTIMENT_DATA_MIRROR" in out
+
+
+def test_small_run_learns_and_exports_a_complete_artifact(small_artifact: Path):
+    meta = json.loads((small_artifact / "meta.json").read_text())
+    # clearly above chance on the real dev set after a ~1 minute run
+    assert meta["metrics"]["dev"]["accuracy"] > 0.70, meta["metrics"]["dev"]
+    assert meta["metrics"]["test"]["n"] == 1821
+    for name in ("model.pt", "tokenizer.json", "MODEL_CARD.md", "training_curve.png", "metrics.jsonl"):
+        assert meta["files"][name] == sha256_file(small_artifact / name)
+    assert meta["labels"] == ["negative", "positive"]
+    assert meta["training"]["seed"] == 7 and meta["training"]["max_train_examples"] == 6000
+    assert set(meta["dataset"]["sha256"]) >= {
+        str(Path(p)) for p in meta["dataset"]["sha256"] if p.endswith("train.tsv")
+    }
+    assert meta["parity"]["scripted_vs_eager_max_abs"] <= 1e-5
+    assert meta["parity"]["fresh_process_max_abs"] <= 1e-5
+    assert 0.05 < meta["temperature"] < 20
+    epochs = [json.loads(line) for line in (small_artifact / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))
+    assert (small_artifact.parent / "latest").resolve() == small_artifact.resolve()
+    card = (small_artifact / "MODEL_CARD.md").read_text()
+    assert "Behavioural report" in card and "negation" in card
+
+
+def test_artifact_scores_real_sentences_in_a_fresh_process(small_artifact: Path):
+    code = (
+        "import sys, json; from model.artifact import load_artifact\n"
+        "a = load_artifact(sys.argv[1])\n"
+        "print(json.dumps(a.predict_proba(['a gorgeous , witty , seductive movie .', "
+        "'the story is dull , predictable and boring .']).tolist()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(small_artifact.parent)],
+        capture_output=True, text=True, cwd=REPO, check=True,
+    ).stdout
+    probs = json.loads(out)
+    assert probs[0][1] > 0.5 > probs[1][1]
+    in_process = load_artifact(small_artifact).predict_proba(
+        ["a gorgeous , witty , seductive movie .", "the story is dull , predictable and boring ."]
+    )
+    torch.testing.assert_close(torch.tensor(probs), in_process, rtol=0, atol=1e-6)
+
+
+def copy_artifact(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for p in src.iterdir():
+        (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+def test_corrupt_model_file_is_named(small_artifact: Path, tmp_path: Path):
+    bad = copy_artifact(small_artifact, tmp_path / "bad")
+    data = bytearray((bad / "model.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "model.pt").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"model\.pt.*sha256"):
+        load_artifact(bad)
+
+
+def test_unknown_schema_version_and_missing_files_are_named(small_artifact: Path, tmp_path: Path):
+    bad = copy_artifact(small_artifact, tmp_path / "schema")
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["schema_version"] = 99
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"meta\.json.*schema_version 99"):
+        load_artifact(bad)
+    missing = copy_artifact(small_artifact, tmp_path / "missing")
+    (missing / "tokenizer.json").unlink()
+    with pytest.raises(ArtifactError, match=r"tokenizer\.json.*missing"):
+        load_artifact(missing)
+    with pytest.raises(ArtifactError, match="train a model first"):
+        load_artifact(tmp_path / "nowhere")
+
+
+def test_bad_training_file_fails_with_file_and_line(tmp_path: Path, capsys):
+    bad = tmp_path / "reviews.csv"
+    bad.write_text("text,label\ngreat film,positive\nawful,maybe\n", encoding="utf-8")
+    code = train_main(["--train", str(bad), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "reviews.csv" in err and "line 3" in err
+    assert not any((tmp_path / "out").iterdir()), "no half-written artifact may remain"
+
+
+def test_user_files_train_end_to_end(tmp_path: Path, data_mirror: Path):
+    # a CSV with string labels and custom column names, built from real SST sentences
+    rows = (data_mirror / "sst2/sentences/train.tsv").read_text(encoding="utf-8").splitlines()[1:801]
+    with open(tmp_path / "train.csv", "w", encoding="utf-8") as f:
+        f.write("review,sentiment\n")
+        for r in rows:
+            text, label = r.rsplit("\t", 1)
+            f.write('"{}",{}\n'.format(text.replace('"', '""'), "positive" if label == "1" else "negative"))
+    code = train_main([
+        "--train", str(tmp_path / "train.csv"), "--eval", str(data_mirror / "sst2/sentences/dev.tsv"),
+        "--text-column", "review", "--label-column", "sentiment", "--out", str(tmp_path / "art"),
+        "--epochs", "1", "--embed-dim", "16", "--hidden-dim", "16", "--no-progress", "--run-name", "mine",
+    ])
+    assert code == 0
+    meta = json.loads((tmp_path / "art/mine/meta.json").read_text())
+    assert meta["dataset"]["name"] == "files"
+    assert meta["metrics"]["eval"]["n"] == 872
+    assert meta["dataset"]["splits"]["train"]["n"] + meta["dataset"]["splits"]["val"]["n"] == 800
+
+
+def test_metrics_on_known_values():
+    cm = [[3, 1], [2, 4]]
+    # F1(neg) = 6/9, F1(pos) = 8/11
+    assert macro_f1(cm) == pytest.approx((6 / 9 + 8 / 11) / 2)
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
+    labels = torch.tensor([0, 1, 1])
+    # bins: 0.9 (correct), 0.8 (wrong), 0.7 (correct) -> (|0.9-1| + |0.8-0| + |0.7-1|) / 3
+    assert expected_calibration_error(probs, labels) == pytest.approx((0.1 + 0.8 + 0.3) / 3, abs=1e-6)
+
+
+def test_temperature_scaling_softens_overconfident_logits():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 2, (2000,))
+    clean = torch.nn.functional.one_hot(labels, 2).float() * 2 - 1  # +-1 margins
+    flip = torch.rand(2000) < 0.2  # 20% label noise: true confidence ~0.8
+    noisy_labels = torch.where(flip, 1 - labels, labels)
+    overconfident = clean * 10
+    t = fit_temperature(overconfident, noisy_labels)
+    assert t > 3  # softmax(20 / T) should come down to ~0.8 => T ~ 14
+    probs = torch.softmax(overconfident / t, 1)
+    assert expected_calibration_error(probs, noisy_labels) < 0.05
