@@ -38,6 +38,10 @@ HELP = {
     "embed_lr": "learning rate of the embedding table (sparse Adam); 0 keeps pretrained vectors frozen",
     "w2v_epochs": "word2vec passes over the unlabelled text",
     "w2v_min_count": "minimum count for a word to get a word2vec vector",
+    "bow_epochs": "with word2vec: epochs of a bag-of-words sentiment classifier (fastText-style) that tunes "
+    "the vectors on labelled reviews (IMDB train for sst2, the training split otherwise) before the LSTM; "
+    "0 to skip",
+    "bow_lr": "learning rate of that bag-of-words tuning",
     "embed_dim": "word embedding size",
     "hidden_dim": "LSTM hidden size per direction",
     "num_layers": "stacked LSTM layers",
@@ -110,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("training")
     from training.data import DataError
+    from training.distributed import context_from_env
     from training.export import ExportError, publish, write_artifact
     from training.train import train
+
+    if not context_from_env().is_main:  # torchrun worker: train its shard, rank 0 exports
+        train(cfg)
+        return 0
 
     out_root = Path(cfg.out)
     out_root.mkdir(parents=True, exist_ok=True)

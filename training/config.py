@@ -28,6 +28,8 @@ class TrainConfig:
     embed_lr: float = 0.0  # learning rate of the embedding table; 0 freezes pretrained vectors
     w2v_epochs: int = 5
     w2v_min_count: int = 3
+    bow_epochs: int = 2  # sentiment-tune the vectors with a bag-of-words classifier first (0: off)
+    bow_lr: float = 1e-3
     # network
     embed_dim: int = 300
     hidden_dim: int = 256

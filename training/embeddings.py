@@ -76,3 +76,59 @@ def init_embedding(embedding: torch.nn.Embedding, tok: Tokenizer, vectors) -> in
                 embedding.weight[idx] = torch.from_numpy(vectors[word].copy())
                 hits += 1
     return hits
+
+
+def tune_with_bag_of_words(
+    weight: torch.Tensor,
+    ids: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> float:
+    """Give word vectors a sentiment direction before the LSTM sees them.
+
+    word2vec puts "good" next to "bad" (same contexts); a fastText-style classifier
+    (mean of word vectors -> linear) trained on labelled reviews pulls them apart.
+    Cheap: 25k IMDB reviews take ~10 s an epoch. Updates `weight` in place and
+    returns the classifier's final training accuracy.
+    """
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    bag = torch.nn.EmbeddingBag.from_pretrained(
+        weight.detach().clone(), freeze=False, mode="mean", sparse=True
+    )
+    head = torch.nn.Linear(weight.shape[1], 2)
+    opt_bag = torch.optim.SparseAdam(list(bag.parameters()), lr=lr)
+    opt_head = torch.optim.Adam(head.parameters(), lr=10 * lr)
+    y_all = torch.tensor(labels)
+    accuracy = 0.0
+    for epoch in range(epochs):
+        order = torch.randperm(len(ids), generator=gen).tolist()
+        correct = 0
+        for start in tqdm(
+            range(0, len(order), batch_size),
+            desc=f"bag-of-words {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+        ):
+            batch = order[start : start + batch_size]
+            flat = torch.tensor([t for i in batch for t in ids[i]], dtype=torch.long)
+            offsets = torch.tensor([0] + [len(ids[i]) for i in batch[:-1]]).cumsum(0)
+            logits = head(bag(flat, offsets))
+            y = y_all[batch]
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            opt_bag.zero_grad()
+            opt_head.zero_grad()
+            loss.backward()
+            opt_bag.step()
+            opt_head.step()
+            correct += int((logits.argmax(1) == y).sum())
+        accuracy = correct / len(order)
+    with torch.no_grad():
+        weight.copy_(bag.weight)
+    return accuracy

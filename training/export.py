@@ -177,6 +177,7 @@ def write_artifact(result: TrainResult, cfg: TrainConfig, staging: Path, run_nam
         "training": cfg.to_dict(),
         "training_seconds": round(result.seconds, 1),
         "device": result.device,
+        "world_size": result.world_size,
         "dataset": {
             "name": cfg.dataset,
             "splits": {k: {"n": len(s), "source": s.source} for k, s in result.splits.items()},

@@ -13,25 +13,34 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from model.network import NetworkConfig, SentimentLSTM
 from model.tokenizer import token_ids, train_tokenizer
+from training import distributed
 from training.batching import bucketed_batches, tensors
 from training.config import TrainConfig
 from training.data import Split, file_checksums, load_builtin, load_user_files
-from training.embeddings import extend_vocabulary, init_embedding, train_word2vec
+from training.embeddings import (
+    extend_vocabulary,
+    init_embedding,
+    train_word2vec,
+    tune_with_bag_of_words,
+)
 from training.evaluate import classification_report, fit_temperature
 
 log = logging.getLogger("training")
 LABELS = ["negative", "positive"]
 
 
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was requested but torch sees no CUDA device; use --device cpu")
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda was requested but torch sees no CUDA device; use --device cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(requested)
 
 
@@ -58,8 +67,8 @@ def load_splits(cfg: TrainConfig) -> dict[str, Split]:
 
 
 def unlabelled_corpus(cfg: TrainConfig, splits: dict[str, Split]) -> list[Split]:
-    """Text for word2vec: the training split, plus IMDB's training reviews for short-text SST-2
-    (labels unused; never an evaluation split)."""
+    """In-domain text for word2vec and the bag-of-words tuning: the training split, plus all of
+    IMDB's 25k training reviews for short-text SST-2. Never the dataset's validation or test split."""
     corpus = [splits["train"]]
     if cfg.dataset == "sst2":
         imdb = load_builtin("imdb", seed=cfg.seed, val_fraction=cfg.val_fraction, progress=cfg.progress)
@@ -106,15 +115,23 @@ class TrainResult:
     checksums: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     device: str = "cpu"
+    world_size: int = 1
+    rank: int = 0
 
 
 def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
+    """Train and calibrate. Under torchrun every rank runs this; only rank 0's result is exported."""
     t_start = time.perf_counter()
+    ctx = distributed.context_from_env()
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, ctx.local_rank)
+    distributed.init(ctx, device)
+    if not ctx.is_main:
+        metrics_path = None
+        log.setLevel(logging.WARNING)
     use_amp = cfg.amp and device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -160,20 +177,51 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     if vectors is not None:
         hits = init_embedding(model.embedding, tokenizer, vectors)
         log.info("embeddings: %d of %d words start from word2vec vectors", hits, net_cfg.vocab_size)
+        if cfg.bow_epochs:
+            labelled = corpus  # training text only: the validation split is never in the corpus
+            t0 = time.perf_counter()
+            bow_acc = tune_with_bag_of_words(
+                model.embedding.weight,
+                [i for s in labelled for i in token_ids(tokenizer, s.texts)[0]],
+                [y for s in labelled for y in s.labels],
+                epochs=cfg.bow_epochs,
+                lr=cfg.bow_lr,
+                seed=cfg.seed,
+                progress=cfg.progress and ctx.is_main,
+            )
+            log.info(
+                "embeddings: bag-of-words sentiment tuning on %d reviews, train accuracy %.3f, %.0f s",
+                sum(map(len, labelled)),
+                bow_acc,
+                time.perf_counter() - t0,
+            )
     model = model.to(device)
     # The embedding table is most of the parameters but a batch touches few rows: sparse
     # gradients with SparseAdam update only those rows, several times faster than dense AdamW.
     train_embedding = cfg.embed_lr > 0 or vectors is None  # random vectors must be learned
-    model.embedding.sparse = train_embedding
+    # DDP all-reduces dense gradients on every backend; sparse ones only on some.
+    sparse = train_embedding and not ctx.enabled
+    model.embedding.sparse = sparse
     model.embedding.weight.requires_grad_(train_embedding)
     rest = [p for n, p in model.named_parameters() if not n.startswith("embedding.")]
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ]
     if train_embedding:
-        optimizers.append(torch.optim.SparseAdam([model.embedding.weight], lr=cfg.embed_lr or cfg.lr))
+        embed_params, embed_lr = [model.embedding.weight], cfg.embed_lr or cfg.lr
+        optimizers.append(
+            torch.optim.SparseAdam(embed_params, lr=embed_lr)
+            if sparse
+            else torch.optim.AdamW(embed_params, lr=embed_lr, weight_decay=0.0)
+        )
+    step_model: torch.nn.Module = model
+    if ctx.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        step_model = DistributedDataParallel(model, device_ids=ids)
+        torch.manual_seed(cfg.seed + ctx.rank)  # different dropout masks per rank
+    batch_size = ctx.per_rank_batch_size(cfg.batch_size)
     train_ids, train_labels = encoded["train"], splits["train"].labels
-    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
+    steps_per_epoch = len(ctx.shard(bucketed_batches([len(i) for i in train_ids], batch_size, shuffle=False)))
     schedule = lr_lambda(steps_per_epoch * cfg.epochs, cfg.warmup_fraction)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -184,20 +232,21 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t_epoch = time.perf_counter()
-        batches = bucketed_batches([len(i) for i in train_ids], cfg.batch_size, shuffle=True, rng=rng)
+        batches = bucketed_batches([len(i) for i in train_ids], batch_size, shuffle=True, rng=rng)
+        batches = ctx.shard(batches)  # the same rng on every rank: disjoint shares of one order
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(
-            total=len(train_ids),
+            total=sum(map(len, batches)),
             desc=f"epoch {epoch}/{cfg.epochs}",
             unit="ex",
-            disable=not cfg.progress,
+            disable=not (cfg.progress and ctx.is_main),
             dynamic_ncols=True,
         )
         for x, lengths, y, _ in tensors(train_ids, train_labels, batches):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(x, lengths)
+                logits = step_model(x, lengths)
                 loss = F.cross_entropy(logits.float(), y)
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
@@ -242,6 +291,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
             break
 
     assert best_state is not None
+    distributed.cleanup(ctx)
     model.load_state_dict(best_state)
     model = model.cpu().eval()
     cpu = torch.device("cpu")
@@ -264,4 +314,6 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         checksums=checksums,
         seconds=time.perf_counter() - t_start,
         device=str(device),
+        world_size=ctx.world_size,
+        rank=ctx.rank,
     )

@@ -1,0 +1,75 @@
+"""torchrun with 2 CPU processes (gloo): DistributedDataParallel trains like a single process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ARGS = [
+    "--max-train-examples",
+    "4000",
+    "--epochs",
+    "3",
+    "--embed-dim",
+    "48",
+    "--hidden-dim",
+    "48",
+    "--lr",
+    "5e-3",
+    "--batch-size",
+    "32",
+    "--embeddings",
+    "random",
+    "--threads",
+    "1",
+    "--seed",
+    "3",
+    "--no-progress",
+]
+
+
+def run(cmd: list[str], out: Path, name: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*cmd, *ARGS, "--out", str(out), "--run-name", name],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / name / "meta.json").read_text())
+
+
+def test_two_process_ddp_matches_single_process(tmp_path: Path, data_mirror: Path):
+    single = run([sys.executable, "-m", "training"], tmp_path / "single", "one")
+    ddp = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "training",
+        ],
+        tmp_path / "ddp",
+        "two",
+    )
+    assert single["world_size"] == 1 and ddp["world_size"] == 2
+    # only rank 0 exports: exactly one artifact and one `latest` in the DDP output
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["latest", "two"]
+    s, d = single["metrics"]["dev"]["accuracy"], ddp["metrics"]["dev"]["accuracy"]
+    print(
+        f"dev accuracy 1 process {s:.4f} ({single['training_seconds']} s), "
+        f"2 processes {d:.4f} ({ddp['training_seconds']} s)"
+    )
+    assert s > 0.62 and d > 0.62
+    assert abs(s - d) < 0.05
+    # each rank saw half the batches per epoch, with the same global batch size
+    assert ddp["history"][0]["epoch"] == 1
