@@ -25,7 +25,7 @@ class TrainConfig:
     max_length: int | None = None  # tokens; None: 128 for sst2, 400 for imdb and files
     # embeddings
     embeddings: str = "word2vec"  # word2vec (in-domain, see training/embeddings.py) | random
-    embed_lr: float = 0.0  # learning rate of the embedding table; 0 freezes pretrained vectors
+    embed_lr: float = 2e-4  # learning rate of the embedding table (sparse Adam); 0 freezes it
     w2v_epochs: int = 5
     w2v_min_count: int = 3
     bow_epochs: int = 2  # sentiment-tune the vectors with a bag-of-words classifier first (0: off)
@@ -38,7 +38,7 @@ class TrainConfig:
     dropout: float = 0.5
     pooling: str = "max_mean"
     # optimisation
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
