@@ -28,9 +28,13 @@ if "SENTIMENT_DATA_MIRROR" not in os.environ and _default_mirror.is_dir():
     os.environ["SENTIMENT_DATA_MIRROR"] = str(_default_mirror)
 
 # Small but real: a seeded 6,000-example slice of SST-2, small dims, a few epochs (~1 min).
+# lr 1e-2, dropout 0.3 and batch 32: with lr 3e-3 / dropout 0.5 this small model underfits (test
+# accuracy 0.62, "boring and stupid ." scored positive); with these it reaches ~0.72 and gets
+# obvious sentences right with a clear margin, which the API tests rely on.
 SMALL_TRAIN_ARGS = [
     "--max-train-examples", "6000", "--epochs", "3", "--embed-dim", "64", "--hidden-dim", "64",
-    "--lr", "3e-3", "--seed", "7", "--embeddings", "random", "--no-progress",
+    "--lr", "1e-2", "--dropout", "0.3", "--batch-size", "32", "--seed", "7", "--embeddings", "random",
+    "--no-progress",
 ]
 
 

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("training")
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # it logs every second of word2vec
     from training.data import DataError
     from training.distributed import context_from_env
     from training.export import ExportError, publish, write_artifact
