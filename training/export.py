@@ -115,10 +115,34 @@ def model_card(meta: dict) -> str:
                 f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['ece']:.4f} | "
                 f"{r['ece_calibrated']:.4f} |"
             )
+    splits = meta["dataset"]["splits"]
     lines += [
         "",
         f"Temperature {meta['temperature']:.3f} (fitted on the validation split; served probabilities "
-        "are softmax(logits / T)). `val` chose the best epoch and the temperature, so it is optimistic.",
+        "are softmax(logits / T)). `val` chose the best epoch and the temperature"
+        + (
+            ", and `dev` is the same data"
+            if splits.get("dev", {}).get("source") == splits["val"]["source"]
+            else ""
+        )
+        + ", so it is optimistic; report the other splits.",
+        "",
+        "## Data",
+        "",
+        *[f"- `{name}`: {s['n']} examples from {s['source']}" for name, s in splits.items()],
+    ]
+    if meta["training"]["embeddings"] == "word2vec":
+        lines.append(
+            "- Embeddings: word2vec on the training text"
+            + (" and IMDB's 25k training reviews" if meta["dataset"]["name"] == "sst2" else "")
+            + (
+                f", tuned by a bag-of-words sentiment classifier for {meta['training']['bow_epochs']} epochs"
+                if meta["training"]["bow_epochs"]
+                else ""
+            )
+            + "."
+        )
+    lines += [
         "",
         "## Behavioural report (hand-written cases; a report, not a gate)",
         "",
@@ -134,7 +158,8 @@ def model_card(meta: dict) -> str:
         "",
         f"- Texts longer than {meta['max_length']} tokens are truncated (responses say so).",
         "- English movie-review domain; other domains and sarcasm are weaker.",
-        "- Word-level vocabulary from the training split only: unseen words map to [UNK].",
+        f"- Word-level vocabulary of {meta['vocab_size']} words (training split, plus frequent words "
+        "of the word2vec corpus): other words map to [UNK], so typos often lose their meaning.",
         "",
     ]
     return "\n".join(lines)
