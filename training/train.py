@@ -59,11 +59,22 @@ def load_splits(cfg: TrainConfig) -> dict[str, Split]:
         splits = load_builtin(
             cfg.dataset, seed=cfg.seed, val_fraction=cfg.val_fraction, progress=cfg.progress
         )
-    if cfg.max_train_examples and len(splits["train"]) > cfg.max_train_examples:
-        tr = splits["train"]
-        keep = sorted(random.Random(cfg.seed).sample(range(len(tr)), cfg.max_train_examples))
-        splits["train"] = Split(tr.name, [tr.texts[i] for i in keep], [tr.labels[i] for i in keep], tr.source)
+    if cfg.max_train_examples:
+        splits["train"] = seeded_slice(splits["train"], cfg.max_train_examples, cfg.seed)
     return splits
+
+
+def seeded_slice(split: Split, n: int, seed: int) -> Split:
+    if len(split) <= n:
+        return split
+    keep = sorted(random.Random(seed).sample(range(len(split)), n))
+    return Split(
+        split.name,
+        [split.texts[i] for i in keep],
+        [split.labels[i] for i in keep],
+        f"{split.source} (seeded slice of {n})",
+        split.path,
+    )
 
 
 def unlabelled_corpus(cfg: TrainConfig, splits: dict[str, Split]) -> list[Split]:
@@ -73,6 +84,8 @@ def unlabelled_corpus(cfg: TrainConfig, splits: dict[str, Split]) -> list[Split]
     if cfg.dataset == "sst2":
         imdb = load_builtin("imdb", seed=cfg.seed, val_fraction=cfg.val_fraction, progress=cfg.progress)
         corpus += [imdb["train"], imdb["val"]]
+        if cfg.max_train_examples:  # a quick run slices every training corpus, this one too
+            corpus[1:] = [seeded_slice(imdb["train"], cfg.max_train_examples, cfg.seed)]
     return corpus
 
 
