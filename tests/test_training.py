@@ -57,7 +57,10 @@ def test_artifact_scores_real_sentences_in_a_fresh_process(small_artifact: Path)
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(small_artifact.parent)],
-        capture_output=True, text=True, cwd=REPO, check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
     ).stdout
     probs = json.loads(out)
     assert probs[0][1] > 0.5 > probs[1][1]
@@ -110,21 +113,41 @@ def test_bad_training_file_fails_with_file_and_line(tmp_path: Path, capsys):
 
 def test_user_files_train_end_to_end(tmp_path: Path, data_mirror: Path):
     # a CSV with string labels and custom column names, built from real SST sentences
-    rows = (data_mirror / "sst2/sentences/train.tsv").read_text(encoding="utf-8").splitlines()[1:801]
-    with open(tmp_path / "train.csv", "w", encoding="utf-8") as f:
-        f.write("review,sentiment\n")
-        for r in rows:
-            text, label = r.rsplit("\t", 1)
-            f.write('"{}",{}\n'.format(text.replace('"', '""'), "positive" if label == "1" else "negative"))
-    code = train_main([
-        "--train", str(tmp_path / "train.csv"), "--eval", str(data_mirror / "sst2/sentences/dev.tsv"),
-        "--text-column", "review", "--label-column", "sentiment", "--out", str(tmp_path / "art"),
-        "--epochs", "1", "--embed-dim", "16", "--hidden-dim", "16", "--no-progress", "--run-name", "mine",
-    ])
+    for src, dst, n in (("train.tsv", "train.csv", 800), ("dev.tsv", "dev.csv", 300)):
+        rows = (data_mirror / "sst2/sentences" / src).read_text(encoding="utf-8").splitlines()[1 : n + 1]
+        with open(tmp_path / dst, "w", encoding="utf-8") as f:
+            f.write("review,sentiment\n")
+            for r in rows:
+                text, label = r.rsplit("\t", 1)
+                sentiment = "positive" if label == "1" else "negative"
+                f.write('"{}",{}\n'.format(text.replace('"', '""'), sentiment))
+    code = train_main(
+        [
+            "--train",
+            str(tmp_path / "train.csv"),
+            "--eval",
+            str(tmp_path / "dev.csv"),
+            "--text-column",
+            "review",
+            "--label-column",
+            "sentiment",
+            "--out",
+            str(tmp_path / "art"),
+            "--epochs",
+            "1",
+            "--embed-dim",
+            "16",
+            "--hidden-dim",
+            "16",
+            "--no-progress",
+            "--run-name",
+            "mine",
+        ]
+    )
     assert code == 0
     meta = json.loads((tmp_path / "art/mine/meta.json").read_text())
     assert meta["dataset"]["name"] == "files"
-    assert meta["metrics"]["eval"]["n"] == 872
+    assert meta["metrics"]["eval"]["n"] == 300
     assert meta["dataset"]["splits"]["train"]["n"] + meta["dataset"]["splits"]["val"]["n"] == 800
 
 
