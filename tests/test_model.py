@@ -84,8 +84,14 @@ def test_load_tokenizer_rejects_wrong_special_ids(tmp_path):
 def test_padding_does_not_change_logits(pooling, bidirectional):
     torch.manual_seed(0)
     model = SentimentLSTM(
-        NetworkConfig(vocab_size=100, embed_dim=16, hidden_dim=12, num_layers=2, pooling=pooling,
-                      bidirectional=bidirectional)
+        NetworkConfig(
+            vocab_size=100,
+            embed_dim=16,
+            hidden_dim=12,
+            num_layers=2,
+            pooling=pooling,
+            bidirectional=bidirectional,
+        )
     ).eval()
     seqs = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14], [15, 16, 17, 18]]
     ids, lengths = pad(seqs)

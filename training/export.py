@@ -78,6 +78,7 @@ def plot_curve(history: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -89,6 +90,8 @@ def plot_curve(history: list[dict], path: Path) -> None:
     ax2.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="validation")
     ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     ax2.legend()
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
