@@ -11,15 +11,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ARGS = [
     "--max-train-examples",
-    "4000",
+    "6000",
     "--epochs",
     "3",
     "--embed-dim",
-    "48",
+    "64",
     "--hidden-dim",
-    "48",
+    "64",
     "--lr",
-    "5e-3",
+    "1e-2",
+    "--dropout",
+    "0.3",
     "--batch-size",
     "32",
     "--embeddings",
@@ -69,7 +71,7 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path, data_mirror: Pat
         f"dev accuracy 1 process {s:.4f} ({single['training_seconds']} s), "
         f"2 processes {d:.4f} ({ddp['training_seconds']} s)"
     )
-    assert s > 0.62 and d > 0.62
+    assert s > 0.65 and d > 0.65
     assert abs(s - d) < 0.05
     # each rank saw half the batches per epoch, with the same global batch size
     assert ddp["history"][0]["epoch"] == 1
