@@ -10,7 +10,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from training.config import TrainConfig
+from training.config import DATASET_PRESETS, TrainConfig
 
 HELP = {
     "dataset": "built-in corpus: sst2 (GLUE SST-2; reports dev and the sentence-level test set) or imdb "
@@ -29,8 +29,7 @@ HELP = {
     "run_name": "artifact directory name (default: DATASET-YYYYmmdd-HHMMSS)",
     "vocab_size": "maximum vocabulary size, special tokens included",
     "min_frequency": "minimum count in the training split for a word to enter the vocabulary",
-    "max_length": "maximum tokens per text; longer texts are truncated (default: 128 for sst2, 400 "
-    "otherwise)",
+    "max_length": "maximum tokens per text; longer texts are truncated",
     "embeddings": "word2vec: initialise embeddings with word2vec vectors trained on unlabelled in-domain "
     "text "
     "(the training texts, plus IMDB's 25k training reviews for sst2) and add their frequent words to the "
@@ -64,14 +63,17 @@ HELP = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The CLI; with suppress_defaults, parsing yields only the flags actually given."""
     p = argparse.ArgumentParser(
         prog="python -m training",
         description="Train the embedding + LSTM sentiment classifier and export a TorchScript artifact "
         "(model.pt, tokenizer.json, meta.json, MODEL_CARD.md, training_curve.png) that the service loads.",
         epilog="Data comes from SENTIMENT_DATA_MIRROR (a local copy laid out like shared/data) when set, "
         "else the cache SENTIMENT_DATA_CACHE (default ~/.cache/sentiment-service/data), downloading the "
-        "public archives into it on first use. Example: python -m training --dataset imdb --epochs 6",
+        "public archives into it on first use. Defaults shown are for sst2; for imdb they are "
+        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DATASET_PRESETS["imdb"].items())
+        + " unless given. Example: python -m training --dataset imdb --epochs 3",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     defaults = TrainConfig()
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         flag = flag_names.get(f.name, "--" + f.name.replace("_", "-"))
         default = getattr(defaults, f.name)
-        kwargs: dict = {"dest": f.name, "default": default, "help": HELP[f.name]}
+        kwargs: dict = {"dest": f.name, "help": HELP[f.name]}
+        kwargs["default"] = argparse.SUPPRESS if suppress_defaults else default
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.name == "dataset":
@@ -106,6 +109,10 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         cfg.dataset = "files"
     elif cfg.eval_file or cfg.val_file:
         parser.error("--eval and --val need --train")
+    given = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    for name, value in DATASET_PRESETS.get(cfg.dataset, {}).items():
+        if name not in given:
+            setattr(cfg, name, value)
     return cfg
 
 

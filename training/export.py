@@ -193,7 +193,7 @@ def write_artifact(result: TrainResult, cfg: TrainConfig, staging: Path, run_nam
         "version": run_name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "labels": LABELS,
-        "max_length": cfg.resolved_max_length(),
+        "max_length": cfg.max_length,
         "pad_id": PAD_ID,
         "unk_id": UNK_ID,
         "vocab_size": result.tokenizer.get_vocab_size(),

@@ -157,7 +157,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         splits["train"].texts,
         vocab_size=cfg.vocab_size,
         min_frequency=cfg.min_frequency,
-        max_length=cfg.resolved_max_length(),
+        max_length=cfg.max_length,
     )
     vectors = None
     if cfg.embeddings == "word2vec":
@@ -174,7 +174,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         )
         extend_vocabulary(tokenizer, vectors, cfg.vocab_size)
     encoded = {name: token_ids(tokenizer, s.texts)[0] for name, s in splits.items()}
-    log.info("vocabulary: %d tokens, max length %d", tokenizer.get_vocab_size(), cfg.resolved_max_length())
+    log.info("vocabulary: %d tokens, max length %d", tokenizer.get_vocab_size(), cfg.max_length)
 
     net_cfg = NetworkConfig(
         vocab_size=tokenizer.get_vocab_size(),
