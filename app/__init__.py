@@ -1,0 +1,1 @@
+"""The sentiment-analysis HTTP service (FastAPI + dynamic batching); `uvicorn app.main:app`."""

@@ -1,0 +1,178 @@
+"""One error body for every 4xx/5xx: {"error": {"code", "message", "id", "details"?}}.
+
+Handlers here cover our own errors (ApiError), FastAPI's request validation (422), Starlette's
+HTTP errors (404, 405, ...) and anything unexpected (500, logged with the request id).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import Scope
+
+from app.responses import OrjsonResponse
+
+log = logging.getLogger("app.errors")
+
+_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    500: "internal_error",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.details, self.headers = details, headers
+
+
+def request_id(scope: Scope) -> str:
+    state = scope.get("state")
+    return (state or {}).get("request_id", "-")
+
+
+def error_body(code: str, message: str, rid: str, details: list[dict[str, Any]] | None = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message, "id": rid}
+    if details is not None:
+        error["details"] = details
+    return orjson.dumps({"error": error})
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    rid: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        error_body(code, message, rid, details),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _loc(loc: Sequence[Any]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def validation_message(errors: Sequence[dict[str, Any]]) -> str:
+    """Turn pydantic/FastAPI errors into one sentence per problem that says what to fix."""
+    parts = []
+    for e in errors:
+        loc, kind, msg = tuple(e.get("loc", ())), e.get("type", ""), str(e.get("msg", ""))
+        msg = msg.removeprefix("Value error, ")
+        if kind == "json_invalid":
+            ctx = e.get("ctx") or {}
+            parts.append(f"body is not valid JSON ({ctx.get('error', msg)}); send a JSON object")
+        elif loc == ("body",) and kind == "missing":
+            parts.append(
+                'request body is missing; send JSON like {"text": "..."} or {"texts": ["...", "..."]}'
+            )
+        elif loc == ("body",) and kind in ("model_attributes_type", "dict_type", "model_type"):
+            parts.append(
+                'body must be a JSON object like {"text": "..."} or {"texts": ["...", "..."]} '
+                "sent with Content-Type: application/json"
+            )
+        elif kind == "extra_forbidden":
+            parts.append(f'{_loc(loc)}: unknown field; only "text" or "texts" are accepted')
+        else:
+            parts.append(f"{_loc(loc)}: {msg}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _details(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")).removeprefix("Value error, "),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
+    ]
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(
+        exc.status, exc.code, exc.message, request_id(request.scope), details=exc.details, headers=exc.headers
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    return error_response(
+        422,
+        "validation_error",
+        validation_message(errors),
+        request_id(request.scope),
+        details=_details(errors),
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 400 and exc.__cause__ is not None:
+        # FastAPI's "error parsing the body" (invalid UTF-8, nesting or integers too large to parse):
+        # malformed JSON like any other, so the documented 422 with a hint instead of an opaque 400.
+        return error_response(
+            422,
+            "validation_error",
+            f"body is not valid JSON ({type(exc.__cause__).__name__}); send a UTF-8 encoded JSON object "
+            'like {"text": "..."}',
+            request_id(request.scope),
+        )
+    if status == 404:
+        message = f"no route {request.url.path}; see /docs for the API"
+    elif status == 405:
+        allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}; use {allow or 'another method'}"
+    else:
+        message = str(exc.detail)
+    return error_response(
+        status, _CODES.get(status, "http_error"), message, request_id(request.scope), headers=exc.headers
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    rid = request_id(request.scope)
+    log.error("unhandled error in request %s", rid, exc_info=exc)
+    return error_response(500, "internal_error", f"internal error; quote id {rid} when reporting it", rid)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+__all__ = ["ApiError", "OrjsonResponse", "error_body", "error_response", "install_error_handlers"]

@@ -1,0 +1,121 @@
+"""OpenAPI details: declared error responses with examples, and the configured limits in the schema
+(so /docs shows them and schema-driven fuzzers generate mostly valid input)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.schemas import ErrorResponse, error_example
+from app.settings import Settings
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "schema": {"type": "integer", "example": 1},
+    }
+}
+
+_ERRORS: dict[int, tuple[str, dict[str, dict[str, Any]]]] = {
+    413: (
+        "The request body is larger than SENTIMENT_MAX_BODY_BYTES.",
+        {
+            "payload_too_large": error_example(
+                "payload_too_large",
+                "request body is 2000000 bytes; at most 1048576 bytes are accepted "
+                "(SENTIMENT_MAX_BODY_BYTES=1048576); split the texts over several requests",
+            )
+        },
+    ),
+    422: (
+        "The request is not valid: malformed JSON, a missing or unknown field, wrong types, an empty "
+        "text, or a limit (texts per request, characters per text) exceeded. `message` says what to fix.",
+        {
+            "missing": error_example(
+                "validation_error", 'body: give "text" (one string) or "texts" (a list of strings)'
+            ),
+            "too_many_texts": error_example(
+                "validation_error",
+                "body.texts: 80 texts given; at most 64 per request (SENTIMENT_MAX_TEXTS_PER_REQUEST=64); "
+                "split them over several requests",
+            ),
+            "text_too_long": error_example(
+                "validation_error",
+                "body.texts.3: 12000 characters; at most 10000 per text (SENTIMENT_MAX_CHARS_PER_TEXT=10000)",
+            ),
+            "empty_text": error_example(
+                "validation_error", "body.text: the text is empty or only whitespace; send some words"
+            ),
+        },
+    ),
+    500: (
+        "Unexpected server error, e.g. the forward pass of the batch holding this request failed. "
+        "Other requests are not affected; `id` finds the logged traceback.",
+        {
+            "internal_error": error_example(
+                "internal_error", "internal error; quote id 3f2a9c1e7b4d4e0a when reporting it"
+            )
+        },
+    ),
+    503: (
+        "Not serving right now: the queue is full (`overloaded`), the model is still loading "
+        "(`not_ready`) or the server is shutting down (`shutting_down`). Retry after `Retry-After` seconds.",
+        {
+            "overloaded": error_example(
+                "overloaded",
+                "the server is at capacity (1024 texts queued, SENTIMENT_MAX_QUEUE_TEXTS=1024); retry",
+            ),
+            "not_ready": error_example("not_ready", "the model is still loading; retry shortly"),
+            "shutting_down": error_example(
+                "shutting_down", "the server is shutting down; retry on another instance"
+            ),
+        },
+    ),
+    504: (
+        "No result within SENTIMENT_REQUEST_TIMEOUT_S; the request's texts were dropped.",
+        {"timeout": error_example("timeout", "no result within 30 s (SENTIMENT_REQUEST_TIMEOUT_S=30)")},
+    ),
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description, examples = _ERRORS[status]
+        entry: dict[str, Any] = {
+            "model": ErrorResponse,
+            "description": description,
+            "content": {"application/json": {"examples": {k: {"value": v} for k, v in examples.items()}}},
+        }
+        if status == 503:
+            entry["headers"] = _RETRY_AFTER
+        out[status] = entry
+    return out
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        props = schema["components"]["schemas"]["PredictRequest"]["properties"]
+        text_limits = {"minLength": 1, "maxLength": settings.max_chars_per_text, "pattern": r"\S"}
+        for branch in props["text"]["anyOf"]:
+            if branch.get("type") == "string":
+                branch.update(text_limits)
+        for branch in props["texts"]["anyOf"]:
+            if branch.get("type") == "array":
+                branch["maxItems"] = settings.max_texts_per_request
+                branch["items"].update(text_limits)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,153 @@
+"""POST /predict: classify one text or many."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request
+from starlette.responses import Response
+from starlette.types import Receive
+
+from app.batcher import BatchFailed, Closed, Job, Overloaded
+from app.deps import ReadyServiceDep
+from app.errors import ApiError, request_id
+from app.openapi import error_responses
+from app.responses import OrjsonResponse
+from app.schemas import BATCH_EXAMPLE, SINGLE_EXAMPLE, PredictRequest, PredictResponse
+from app.service import Service
+
+router = APIRouter(tags=["predict"])
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+_EXAMPLES = {
+    "one text": {"summary": "one text", "value": SINGLE_EXAMPLE},
+    "several texts": {"summary": "several texts, answered in order", "value": BATCH_EXAMPLE},
+}
+
+
+def check_limits(service: Service, body: PredictRequest, texts: list[str]) -> None:
+    """Per-request limits from the settings (pydantic checks types; these depend on configuration)."""
+    s = service.settings
+    if len(texts) > s.max_texts_per_request:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"body.texts: {len(texts)} texts given; at most {s.max_texts_per_request} per request "
+            f"(SENTIMENT_MAX_TEXTS_PER_REQUEST={s.max_texts_per_request}); split them over several requests",
+            details=[{"loc": ["body", "texts"], "msg": "too many texts", "type": "too_many_texts"}],
+        )
+    problems: list[tuple[list[str | int], str, str]] = []
+    limit = s.max_chars_per_text
+    for i, text in enumerate(texts):
+        loc: list[str | int] = ["body", "text"] if body.text is not None else ["body", "texts", i]
+        if len(text) > limit:
+            msg = f"{len(text)} characters; at most {limit} per text (SENTIMENT_MAX_CHARS_PER_TEXT={limit})"
+            problems.append((loc, msg, "text_too_long"))
+        elif not text or text.isspace():
+            problems.append((loc, "the text is empty or only whitespace; send some words", "empty_text"))
+        elif not text.isascii() and _SURROGATE.search(text):
+            # A "\ud800" escape is valid JSON but not Unicode; the tokenizer would raise (a 500).
+            msg = "contains an unpaired surrogate (a \\ud800-\\udfff escape); send valid Unicode text"
+            problems.append((loc, msg, "invalid_unicode"))
+    if problems:
+        raise ApiError(
+            422,
+            "validation_error",
+            "; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg, _ in problems),
+            details=[{"loc": loc, "msg": msg, "type": kind} for loc, msg, kind in problems],
+        )
+
+
+async def _watch_disconnect(receive: Receive, job: Job) -> None:
+    # After the body is read, receive() only returns once the client has gone (or the response is
+    # complete, by when this task is cancelled): drop the job so its texts never reach the model.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    job.drop()
+
+
+async def _await_job(request: Request, service: Service, job: Job) -> list[list[float]]:
+    timeout = service.settings.request_timeout_s
+    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(request.receive, job))
+    try:
+        async with asyncio.timeout(timeout):
+            return await job.future
+    except TimeoutError:
+        job.drop()
+        raise ApiError(
+            504,
+            "timeout",
+            f"no result within {timeout:g} s (SENTIMENT_REQUEST_TIMEOUT_S={timeout:g}); the server is busy, "
+            "retry later",
+        ) from None
+    except asyncio.CancelledError:
+        job.drop()
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the server is cancelling us: not ours to swallow
+        # 499 (client closed request, as nginx logs it): nobody receives it, but logs and metrics do.
+        raise ApiError(
+            499, "client_closed_request", "the client disconnected before the result was ready"
+        ) from None
+    except BatchFailed as e:
+        raise ApiError(
+            500,
+            "internal_error",
+            f"inference failed for the batch holding this request (batch {e.batch_id}); "
+            f"quote id {request_id(request.scope)} when reporting it",
+        ) from e
+    except Closed as e:
+        raise ApiError(
+            503, "shutting_down", str(e), headers={"Retry-After": str(service.settings.retry_after_s)}
+        ) from e
+    finally:
+        watcher.cancel()
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    summary="Classify the sentiment of one or more texts",
+    description="Send one text as `text` or several as `texts`; the answer always holds a list of "
+    "predictions in input order, each with the label, its calibrated probability, the probability of "
+    "every label and whether the text was truncated to the model's maximum length. Texts from "
+    "concurrent requests are batched together on the server.",
+    response_description="one prediction per text, in input order",
+    responses=error_responses(413, 422, 500, 503, 504),
+)
+async def predict(
+    request: Request,
+    body: Annotated[PredictRequest, Body(openapi_examples=_EXAMPLES)],
+    service: ReadyServiceDep,
+) -> Response:
+    texts = body.as_list()
+    check_limits(service, body, texts)
+    # Tokenize here, not in the batch worker: on one CPU both cost the same per text (measured in
+    # bench/results/tokenize_placement.md), but here it overlaps with the forward pass on a second
+    # core and gives the exact token counts the batch budget and length sorting need.
+    ids, truncated = service.artifact.tokenize(texts)  # type: ignore[union-attr]
+    try:
+        job = service.batcher.submit(ids)  # type: ignore[union-attr]
+    except Overloaded as e:
+        s = service.settings
+        raise ApiError(
+            503,
+            "overloaded",
+            f"the server is at capacity ({e}; SENTIMENT_MAX_QUEUE_TEXTS={s.max_queue_texts}); retry after "
+            f"{s.retry_after_s} s",
+            headers={"Retry-After": str(s.retry_after_s)},
+        ) from None
+    except Closed:
+        raise ApiError(
+            503,
+            "shutting_down",
+            "the server is shutting down; retry on another instance",
+            headers={"Retry-After": str(service.settings.retry_after_s)},
+        ) from None
+    rows = await _await_job(request, service, job)
+    state = request.scope["state"]
+    state["batch_ids"] = job.batch_ids
+    state["texts"] = len(texts)
+    return OrjsonResponse(service.render(rows, truncated))

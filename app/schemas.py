@@ -1,0 +1,208 @@
+"""Request and response bodies. Every field is described and every model carries an example,
+so /docs and /openapi.json document the API completely."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# --- /predict -------------------------------------------------------------------------------------
+
+SINGLE_EXAMPLE = {"text": "A gorgeous, witty, seductive movie."}
+BATCH_EXAMPLE = {
+    "texts": [
+        "A gorgeous, witty, seductive movie.",
+        "The plot is nothing but boilerplate clichés from start to finish.",
+    ]
+}
+
+
+class PredictRequest(BaseModel):
+    """One text (`text`) or several (`texts`); exactly one of the two."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [SINGLE_EXAMPLE, BATCH_EXAMPLE]},
+    )
+
+    text: str | None = Field(
+        None,
+        description="One text to classify. Must contain a non-whitespace character.",
+        examples=["A gorgeous, witty, seductive movie."],
+    )
+    texts: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Several texts to classify; predictions come back in the same order.",
+        examples=[BATCH_EXAMPLE["texts"]],
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictRequest:
+        if self.text is None and self.texts is None:
+            raise ValueError('give "text" (one string) or "texts" (a list of strings)')
+        if self.text is not None and self.texts is not None:
+            raise ValueError('give either "text" or "texts", not both')
+        return self
+
+    def as_list(self) -> list[str]:
+        return [self.text] if self.text is not None else self.texts  # type: ignore[return-value]
+
+
+class ModelIdentity(BaseModel):
+    name: str = Field(
+        description="model name from the artifact's meta.json", examples=["sentiment-lstm-sst2"]
+    )
+    version: str = Field(description="artifact version (its run name)", examples=["sst2-20250101-120000"])
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="the most probable label", examples=["positive"])
+    score: float = Field(
+        description="calibrated probability of `label` (temperature-scaled softmax)",
+        ge=0,
+        le=1,
+        examples=[0.97],
+    )
+    probabilities: dict[str, float] = Field(
+        description="calibrated probability of every label; they sum to 1",
+        examples=[{"negative": 0.03, "positive": 0.97}],
+    )
+    truncated: bool = Field(
+        description="true when the text was longer than the model's maximum length and only its start "
+        "was scored",
+        examples=[False],
+    )
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": {"name": "sentiment-lstm-sst2", "version": "sst2-20250101-120000"},
+                    "predictions": [
+                        {
+                            "label": "positive",
+                            "score": 0.9712,
+                            "probabilities": {"negative": 0.0288, "positive": 0.9712},
+                            "truncated": False,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    model: ModelIdentity = Field(description="the model that produced the predictions")
+    predictions: list[Prediction] = Field(description="one prediction per input text, in input order")
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(
+        description="where in the request the problem is", examples=[["body", "texts", 0]]
+    )
+    msg: str = Field(description="what is wrong", examples=["String should have at least 1 character"])
+    type: str = Field(description="machine-readable kind of problem", examples=["string_too_short"])
+
+
+class Error(BaseModel):
+    code: str = Field(
+        description="machine-readable error kind: validation_error, payload_too_large, not_found, "
+        "method_not_allowed, overloaded, not_ready, shutting_down, timeout, internal_error",
+        examples=["validation_error"],
+    )
+    message: str = Field(
+        description="what went wrong and how to fix it",
+        examples=["body.texts: 80 texts given; at most 64 per request (SENTIMENT_MAX_TEXTS_PER_REQUEST=64)"],
+    )
+    id: str = Field(description="request id; quote it when reporting a problem (it is in the logs)")
+    details: list[ErrorDetail] | None = Field(
+        None, description="for validation errors: one entry per problem found"
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx and 5xx response."""
+
+    error: Error = Field(description="what went wrong")
+
+
+def error_example(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "id": "3f2a9c1e7b4d4e0a"}}
+
+
+# --- ops ------------------------------------------------------------------------------------------
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    status: str = Field(description="always `ok` while the process can answer", examples=["ok"])
+
+
+class ReadyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"ready": True, "status": "ready"}, {"ready": False, "status": "draining"}]
+        }
+    )
+    ready: bool = Field(description="whether /predict is being served")
+    status: str = Field(description="starting, ready or draining", examples=["ready"])
+
+
+class Limits(BaseModel):
+    max_texts_per_request: int = Field(description="most texts in one request")
+    max_chars_per_text: int = Field(description="most characters in one text")
+    max_body_bytes: int = Field(description="largest accepted request body in bytes")
+    request_timeout_s: float = Field(description="requests waiting longer get 504")
+
+
+class BatchingSettings(BaseModel):
+    max_batch_size: int = Field(description="most texts per forward pass")
+    max_batch_tokens: int = Field(description="most padded tokens per forward pass")
+    max_wait_ms: float = Field(description="how long a non-full batch may wait for more texts")
+    max_queue_texts: int = Field(description="queue capacity in texts; beyond it requests get 503")
+    torch_threads: int = Field(description="torch intra-op threads used for inference")
+
+
+class InfoResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": {"name": "sentiment-lstm-sst2", "version": "sst2-20250101-120000"},
+                    "labels": ["negative", "positive"],
+                    "max_length": 128,
+                    "temperature": 1.31,
+                    "created_at": "2025-01-01T12:00:00+00:00",
+                    "metrics": {"test": {"n": 1821, "accuracy": 0.85, "macro_f1": 0.85}},
+                    "limits": {
+                        "max_texts_per_request": 64,
+                        "max_chars_per_text": 10000,
+                        "max_body_bytes": 1048576,
+                        "request_timeout_s": 30.0,
+                    },
+                    "batching": {
+                        "max_batch_size": 64,
+                        "max_batch_tokens": 16384,
+                        "max_wait_ms": 0.0,
+                        "max_queue_texts": 1024,
+                        "torch_threads": 1,
+                    },
+                }
+            ]
+        }
+    )
+
+    model: ModelIdentity = Field(description="the loaded model")
+    labels: list[str] = Field(description="the labels the model predicts, in output order")
+    max_length: int = Field(description="tokens per text the model reads; longer texts are truncated")
+    temperature: float = Field(description="calibration temperature applied to the logits")
+    created_at: str | None = Field(None, description="when the artifact was trained")
+    metrics: dict[str, Any] = Field(description="evaluation metrics recorded in the artifact's meta.json")
+    limits: Limits = Field(description="request limits")
+    batching: BatchingSettings = Field(description="dynamic batching settings")
