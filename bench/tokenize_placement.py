@@ -1,8 +1,8 @@
 """Where should texts be tokenized: in the request path (event loop, one call per request) or in the
 batch worker (inference thread, one call per batch)? Measures both with the real Batcher and model,
-in-process (no HTTP), pinned to one CPU like the server in serve_bench.py.
+in-process (no HTTP), pinned to one CPU like the server in serve_bench.py (other CPU sets on request).
 
-    python bench/tokenize_placement.py [--model-dir artifacts] [--cpu 1] [--seconds 4]
+    python bench/tokenize_placement.py [--model-dir artifacts] [--cpus 1] [--seconds 4]
 
 Writes bench/results/tokenize_placement.json and .md.
 """
@@ -82,32 +82,34 @@ async def measure(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", default=str(REPO / "artifacts"))
-    p.add_argument("--cpu", type=int, default=1)
+    p.add_argument("--cpus", default="1", help="CPU sets to measure on, e.g. '1;0,1'")
     p.add_argument("--seconds", type=float, default=4.0)
     args = p.parse_args()
-    os.sched_setaffinity(0, {args.cpu})
-
     import torch
     import uvloop
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # as the server pinned to one CPU
     artifact = load_artifact(args.model_dir)
     rows = []
-    for clients, per in ((64, 1), (16, 16), (1, 1)):
-        for placement in ("request", "worker"):
-            r = uvloop.run(measure(artifact, placement, clients, per, args.seconds))
-            rows.append({"placement": placement, "clients": clients, "texts_per_request": per, **r})
-            print(rows[-1], flush=True)
+    for cpus in args.cpus.split(";"):
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+        for clients, per in ((64, 1), (16, 16), (1, 1)):
+            for placement in ("request", "worker"):
+                r = uvloop.run(measure(artifact, placement, clients, per, args.seconds))
+                rows.append(
+                    {"cpus": cpus, "placement": placement, "clients": clients, "texts_per_request": per, **r}
+                )
+                print(rows[-1], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tokenize_placement.json").write_text(json.dumps(rows, indent=2))
     lines = [
-        "# Tokenization placement (in-process, real model, one CPU)",
+        "# Tokenization placement (in-process, real model, torch on one thread)",
         "",
-        "| tokenize in | clients | texts/request | texts/s | CPU µs/text |",
-        "| --- | --- | --- | --- | --- |",
+        "| CPUs | tokenize in | clients | texts/request | texts/s | CPU µs/text |",
+        "| --- | --- | --- | --- | --- | --- |",
         *(
-            f"| {r['placement']} | {r['clients']} | {r['texts_per_request']} | {r['texts_per_s']:.0f} | "
-            f"{r['cpu_us_per_text']:.0f} |"
+            f"| {r['cpus']} | {r['placement']} | {r['clients']} | {r['texts_per_request']} | "
+            f"{r['texts_per_s']:.0f} | {r['cpu_us_per_text']:.0f} |"
             for r in rows
         ),
         "",
