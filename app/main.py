@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import RequestMiddleware
-from app.openapi import install_openapi
+from app.openapi import error_responses, install_openapi
 from app.responses import OrjsonResponse
 from app.routes import ops, predict
+from app.security import ApiKeyDep
 from app.service import InferWrapper, Service, lifespan
 from app.settings import Settings
 
@@ -52,8 +54,21 @@ def create_app(settings: Settings | None = None, *, infer_wrapper: InferWrapper 
         max_body_bytes=settings.max_body_bytes,
         log_requests=settings.access_log,
     )
-    app.include_router(predict.router)
-    app.include_router(ops.router)
+    # Authentication only where a key is configured: then the route declares the bearer scheme and
+    # the 401 in OpenAPI, and the check runs before readiness and body validation.
+    auth: dict = {"dependencies": [ApiKeyDep], "responses": error_responses(401)}
+    app.include_router(predict.router, **(auth if settings.api_key is not None else {}))
+    app.include_router(ops.router, **(auth if settings.protect_ops else {}))
+    if settings.cors_origins:
+        # Outermost, so every response (413 from RequestMiddleware included) carries the CORS headers.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID", "WWW-Authenticate"],
+            max_age=600,
+        )
     install_openapi(app, settings)
     return app
 

@@ -18,7 +18,22 @@ _RETRY_AFTER = {
     }
 }
 
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {"description": "the authentication scheme: `Bearer`", "schema": {"type": "string"}}
+}
+
 _ERRORS: dict[int, tuple[str, dict[str, dict[str, Any]]]] = {
+    401: (
+        "SENTIMENT_API_KEY is set and the request has no `Authorization: Bearer <key>` header, or the "
+        "wrong key.",
+        {
+            "unauthorized": error_example(
+                "unauthorized",
+                "missing or invalid API key; send the header 'Authorization: Bearer <key>' with the key "
+                "configured in SENTIMENT_API_KEY",
+            )
+        },
+    ),
     413: (
         "The request body is larger than SENTIMENT_MAX_BODY_BYTES.",
         {
@@ -91,6 +106,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         if status == 503:
             entry["headers"] = _RETRY_AFTER
+        elif status == 401:
+            entry["headers"] = _WWW_AUTHENTICATE
         out[status] = entry
     return out
 

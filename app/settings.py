@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -45,6 +46,18 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a request still waiting after this long gets 504 and its texts are dropped"
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After header value sent with 503 responses")
+    # security
+    api_key: SecretStr | None = Field(
+        None,
+        description="when set, POST /predict requires `Authorization: Bearer <key>` (401 otherwise)",
+    )
+    protect_ops: bool = Field(
+        False, description="also require the API key on /health, /ready, /info and /metrics"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser origins allowed by CORS, comma-separated or a JSON list (empty: CORS off)",
+    )
     # runtime
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads; 0: the CPUs this process may run on, divided by workers"
@@ -65,8 +78,26 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, description="uvicorn worker processes, each with its own model and batcher")
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.api_key is not None and not self.api_key.get_secret_value().strip():
+            # An empty key would silently leave the service open (or locked): refuse it.
+            raise ValueError("api_key (SENTIMENT_API_KEY) is empty; set a key or unset the variable")
+        if self.protect_ops and self.api_key is None:
+            raise ValueError(
+                "protect_ops (SENTIMENT_PROTECT_OPS) needs api_key (SENTIMENT_API_KEY); without a key "
+                "nothing would be protected"
+            )
         if self.max_texts_per_request > self.max_queue_texts:
             # Such a request could never be admitted and would get 503 forever.
             raise ValueError(
