@@ -8,30 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import SMALL_TRAIN_ARGS
+
 REPO = Path(__file__).resolve().parents[1]
-ARGS = [
-    "--max-train-examples",
-    "6000",
-    "--epochs",
-    "3",
-    "--embed-dim",
-    "64",
-    "--hidden-dim",
-    "64",
-    "--lr",
-    "1e-2",
-    "--dropout",
-    "0.3",
-    "--batch-size",
-    "32",
-    "--embeddings",
-    "random",
-    "--threads",
-    "1",
-    "--seed",
-    "3",
-    "--no-progress",
-]
+# The shared small-run settings, with random embeddings: word2vec's worker threads are not
+# bit-reproducible, and this test compares two runs.
+ARGS = [*SMALL_TRAIN_ARGS, "--embeddings", "random"]
 
 
 def run(cmd: list[str], out: Path, name: str) -> dict:
