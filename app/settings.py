@@ -13,7 +13,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SENTIMENT_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a configuration error must not echo SENTIMENT_API_KEY into the logs.
+    model_config = SettingsConfigDict(
+        env_prefix="SENTIMENT_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # model
     model_dir: Path = Field(
