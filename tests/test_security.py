@@ -12,7 +12,6 @@ from test_api import assert_error, serve
 
 from app.settings import Settings
 
-pytestmark = pytest.mark.asyncio
 KEY = "s3cret-key-for-tests"
 OPS = ("/health", "/ready", "/info", "/metrics")
 ORIGIN = "https://app.example.com"
@@ -25,6 +24,7 @@ def assert_unauthorized(r) -> None:  # type: ignore[no-untyped-def]
     assert KEY not in r.text
 
 
+@pytest.mark.asyncio
 async def test_no_key_configured_everything_is_open(small_artifact: Path) -> None:
     async with serve(small_artifact) as (_, client):
         assert (await client.post("/predict", json=TEXT)).status_code == 200
@@ -53,6 +53,7 @@ async def test_no_key_configured_everything_is_open(small_artifact: Path) -> Non
     ],
     ids=["missing", "wrong", "longer", "prefix", "basic", "no-scheme", "empty", "latin1", "other-header"],
 )
+@pytest.mark.asyncio
 async def test_key_configured_refuses_missing_or_wrong_key(small_artifact: Path, headers: dict) -> None:
     async with serve(small_artifact, api_key=KEY) as (_, client):
         assert_unauthorized(await client.post("/predict", json=TEXT, headers=headers))
@@ -60,6 +61,7 @@ async def test_key_configured_refuses_missing_or_wrong_key(small_artifact: Path,
         assert_unauthorized(await client.post("/predict", json={"nope": 1}, headers=headers))
 
 
+@pytest.mark.asyncio
 async def test_key_configured_right_key_passes_and_ops_stay_open(small_artifact: Path) -> None:
     async with serve(small_artifact, api_key=KEY) as (_, client):
         r = await client.post("/predict", json=TEXT, headers={"Authorization": f"Bearer {KEY}"})
@@ -85,6 +87,7 @@ async def test_key_configured_right_key_passes_and_ops_stay_open(small_artifact:
         assert "401" not in op["responses"] and "security" not in op, path
 
 
+@pytest.mark.asyncio
 async def test_protect_ops_requires_the_key_on_operations_too(small_artifact: Path) -> None:
     async with serve(small_artifact, api_key=KEY, protect_ops=True) as (_, client):
         auth = {"Authorization": f"Bearer {KEY}"}
@@ -132,6 +135,7 @@ PREFLIGHT = {
 }
 
 
+@pytest.mark.asyncio
 async def test_cors_is_off_by_default(small_artifact: Path) -> None:
     async with serve(small_artifact) as (_, client):
         r = await client.options("/predict", headers=PREFLIGHT)
@@ -141,6 +145,7 @@ async def test_cors_is_off_by_default(small_artifact: Path) -> None:
         assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
 
 
+@pytest.mark.asyncio
 async def test_cors_preflight_allowed_for_a_configured_origin_only(small_artifact: Path) -> None:
     async with serve(small_artifact, cors_origins=[ORIGIN], api_key=KEY) as (_, client):
         r = await client.options("/predict", headers=PREFLIGHT)  # preflights carry no credentials
@@ -169,6 +174,7 @@ async def test_cors_preflight_allowed_for_a_configured_origin_only(small_artifac
 _LEAKS = re.compile(r"Traceback|File \"|/work/|/tmp/|/home/|/root/|site-packages|\.py\b")
 
 
+@pytest.mark.asyncio
 async def test_error_bodies_never_contain_tracebacks_or_paths(small_artifact: Path) -> None:
     from test_api import ModelProbe
 
