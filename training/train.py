@@ -191,9 +191,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         hits = init_embedding(model.embedding, tokenizer, vectors)
         log.info("embeddings: %d of %d words start from word2vec vectors", hits, net_cfg.vocab_size)
         if cfg.bow_epochs:
-            # Whole reviews carry the document-level signal this step is for; SST-2's short
-            # phrases add 3x the steps for little (the LSTM trains on them next).
-            labelled = corpus[1:] if cfg.dataset == "sst2" else corpus
+            labelled = corpus  # training text only: never a validation or test split
             t0 = time.perf_counter()
             bow_acc = tune_with_bag_of_words(
                 model.embedding.weight,
