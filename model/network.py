@@ -1,7 +1,12 @@
 """The classifier: embedding -> (bi)LSTM over packed sequences -> pooling -> linear.
 
+Optionally (`ngram_buckets` > 0) a fastText-style bag of words and hashed word bigrams sits beside
+the LSTM and its logits are added with a weight fitted on the validation split ("wide and deep").
+On long reviews the bag reads the whole text at a fraction of the LSTM's cost and catches the
+bigram evidence ("not good", "a must") a TF-IDF bigram model lives on; training/ngrams.py trains it.
+
 Scriptable with `torch.jit.script`. Padding never changes a prediction: the LSTM
-runs on packed sequences and pooling only looks at real time steps.
+runs on packed sequences and pooling and the bag only look at real time steps.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class NetworkConfig:
     dropout: float = 0.5  # on embeddings, between LSTM layers and before the classifier
     pooling: str = "max_mean"
     pad_id: int = 0
+    ngram_buckets: int = 0  # hashed bigram rows of the n-gram bag; 0: no bag
+    ngram_dim: int = 16
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +60,14 @@ class SentimentLSTM(nn.Module):
         directions = 2 if cfg.bidirectional else 1
         features = cfg.hidden_dim * directions * (2 if cfg.pooling == "max_mean" else 1)
         self.classifier = nn.Linear(features, cfg.num_classes)
+        # The bag always exists (TorchScript wants fixed attributes); with no buckets it is tiny and
+        # its weight is 0. Row 0 is padding: EmbeddingBag leaves it out of the mean.
+        self.vocab_size = cfg.vocab_size
+        self.ngram_buckets = cfg.ngram_buckets
+        rows = cfg.vocab_size + cfg.ngram_buckets if cfg.ngram_buckets > 0 else 1
+        self.ngrams = nn.EmbeddingBag(rows, cfg.ngram_dim, mode="mean", padding_idx=0)
+        self.ngram_head = nn.Linear(cfg.ngram_dim, cfg.num_classes)
+        self.register_buffer("ngram_weight", torch.zeros(()))  # fitted on validation after training
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids: int64[B, T] padded with pad_id; lengths: int64[B] (>= 1). Returns logits[B, C]."""
@@ -74,4 +89,16 @@ class SentimentLSTM(nn.Module):
             else:
                 maxed = steps.masked_fill(~mask, float("-inf")).amax(1)
                 pooled = maxed if self.pooling == "max" else torch.cat([maxed, mean], dim=1)
-        return self.classifier(self.dropout(pooled))
+        logits = self.classifier(self.dropout(pooled))
+        if self.ngram_buckets > 0:
+            logits = logits + self.ngram_weight * self.ngram_logits(ids, lengths)
+        return logits
+
+    def ngram_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits of the bag of words and hashed bigrams (rows past the vocabulary) of each text."""
+        valid = torch.arange(ids.size(1), device=ids.device)[None, :] < lengths.to(ids.device)[:, None]
+        feats = torch.where(valid, ids, 0)
+        if ids.size(1) > 1 and self.ngram_buckets > 0:
+            bigrams = self.vocab_size + (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % self.ngram_buckets
+            feats = torch.cat([feats, torch.where(valid[:, 1:], bigrams, 0)], dim=1)
+        return self.ngram_head(self.ngrams(feats))

@@ -105,6 +105,34 @@ def test_padding_does_not_change_logits(pooling, bidirectional):
     torch.testing.assert_close(batched, widened, rtol=0, atol=1e-6)
 
 
+def test_ngram_bag_is_padding_invariant_and_scripts(tmp_path):
+    torch.manual_seed(0)
+    model = SentimentLSTM(NetworkConfig(vocab_size=100, embed_dim=8, hidden_dim=8, ngram_buckets=64)).eval()
+    torch.nn.init.normal_(model.ngrams.weight)
+    model.ngram_weight.fill_(1.5)
+    seqs = [[5, 6, 7, 8, 9], [12, 13], [14]]
+    ids, lengths = pad(seqs)
+    with torch.no_grad():
+        batched = model(ids, lengths)
+        alone = torch.cat([model(*pad([s])) for s in seqs])
+        bag_only = model.ngram_logits(ids, lengths)
+        model.ngram_weight.zero_()
+        lstm_only = model(ids, lengths)
+        model.ngram_weight.fill_(1.5)
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-6)
+    torch.testing.assert_close(batched, lstm_only + 1.5 * bag_only, rtol=0, atol=1e-6)
+    # a bigram is hashed from neighbouring tokens: order matters to the bag, not only the words
+    with torch.no_grad():
+        swapped = model.ngram_logits(*pad([[6, 5, 7, 8, 9]]))
+    assert not torch.allclose(swapped, bag_only[:1])
+    scripted = torch.jit.script(model)
+    scripted.save(str(tmp_path / "m.pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.jit.load(str(tmp_path / "m.pt"))(ids, lengths), batched, rtol=0, atol=1e-6
+        )
+
+
 def test_scripted_model_matches_eager_and_survives_save_load(tmp_path):
     torch.manual_seed(0)
     model = SentimentLSTM(NetworkConfig(vocab_size=50, embed_dim=8, hidden_dim=8)).eval()

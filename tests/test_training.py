@@ -142,13 +142,55 @@ def test_user_files_train_end_to_end(tmp_path: Path, data_mirror: Path):
             "--no-progress",
             "--run-name",
             "mine",
+            "--ngram-buckets",
+            "4096",
         ]
     )
     assert code == 0
     meta = json.loads((tmp_path / "art/mine/meta.json").read_text())
     assert meta["dataset"]["name"] == "files"
+    # the n-gram bag was trained, weighted and exported (export checked scripted/eager parity)
+    assert meta["network"]["ngram_buckets"] == 4096
+    assert 0 <= meta["metrics"]["ngram_bag"]["weight"] <= 8
+    assert set(meta["metrics"]["components"]["eval"]) == {"lstm", "ngram_bag"}
+    assert "hashed bigrams" in (tmp_path / "art/mine/MODEL_CARD.md").read_text()
     assert meta["metrics"]["eval"]["n"] == 300
     assert meta["dataset"]["splits"]["train"]["n"] + meta["dataset"]["splits"]["val"]["n"] == 800
+
+
+def test_ngram_bag_learns_real_reviews_and_its_weight_follows_its_use(data_mirror: Path):
+    from model.network import NetworkConfig, SentimentLSTM
+    from model.tokenizer import token_ids, train_tokenizer
+    from training.data import load_builtin
+    from training.ngrams import fit_ngram_weight, ngram_logits, train_ngram_bag
+    from training.train import seeded_slice
+
+    splits = load_builtin("sst2", seed=1, progress=False)
+    train = seeded_slice(splits["train"], 4000, 1)
+    tok = train_tokenizer(train.texts, vocab_size=20_000, min_frequency=1, max_length=64)
+    ids = {k: token_ids(tok, s.texts)[0] for k, s in (("train", train), ("val", splits["val"]))}
+    model = SentimentLSTM(
+        NetworkConfig(vocab_size=tok.get_vocab_size(), embed_dim=8, hidden_dim=8, ngram_buckets=1 << 14)
+    )
+    info = train_ngram_bag(
+        model,
+        ids["train"],
+        train.labels,
+        ids["val"],
+        splits["val"].labels,
+        epochs=2,
+        lr=5e-3,
+        seed=1,
+        progress=False,
+    )
+    labels = torch.tensor(splits["val"].labels)
+    bag = ngram_logits(model, ids["val"])
+    accuracy = float((bag.argmax(1) == labels).float().mean())
+    assert accuracy == pytest.approx(info["val_accuracy"], abs=1e-4) and accuracy > 0.65
+    assert not any(p.requires_grad for p in model.ngrams.parameters())  # frozen for the LSTM's training
+    # an uninformative "LSTM": the bag gets a real weight; a bag of noise gets none
+    assert fit_ngram_weight(torch.zeros_like(bag), bag, labels) >= 1.0
+    assert fit_ngram_weight(bag, torch.randn_like(bag), labels) == 0.0
 
 
 def test_metrics_on_known_values():

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 # Long reviews cost ~20x SST-2's tokens per example: these keep an IMDB epoch to minutes on a CPU
 # (see the README for the figures). A flag given on the command line wins over a preset.
 DATASET_PRESETS: dict[str, dict[str, int]] = {
-    "imdb": {"max_length": 256, "hidden_dim": 128, "epochs": 2},
+    "imdb": {"max_length": 1024, "hidden_dim": 128, "epochs": 2, "ngram_buckets": 524_288},
     "files": {"max_length": 256},
 }
 
@@ -44,6 +44,10 @@ class TrainConfig:
     bidirectional: bool = True
     dropout: float = 0.5
     pooling: str = "max_mean"
+    ngram_buckets: int = 0  # > 0 adds an n-gram bag (words + hashed bigrams) beside the LSTM
+    ngram_dim: int = 16
+    ngram_epochs: int = 3
+    ngram_lr: float = 5e-3
     # optimisation
     epochs: int = 3
     batch_size: int = 64

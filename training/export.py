@@ -145,6 +145,17 @@ def model_card(meta: dict) -> str:
             )
             + "."
         )
+    if "ngram_bag" in m:
+        parts = m["components"]
+        lines.append(
+            f"- Beside the LSTM, a bag of words and hashed bigrams ({meta['network']['ngram_buckets']} rows, "
+            f"dim {meta['network']['ngram_dim']}) adds its logits with weight {m['ngram_bag']['weight']} "
+            "(fitted on val). Accuracy of each part alone: "
+            + "; ".join(
+                f"{name}: LSTM {p['lstm']:.4f}, bag {p['ngram_bag']:.4f}" for name, p in parts.items()
+            )
+            + "."
+        )
     lines += [
         "",
         "## Behavioural report (hand-written cases; a report, not a gate)",

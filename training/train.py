@@ -29,6 +29,7 @@ from training.embeddings import (
     tune_with_bag_of_words,
 )
 from training.evaluate import classification_report, fit_temperature
+from training.ngrams import fit_ngram_weight, ngram_logits, train_ngram_bag
 
 log = logging.getLogger("training")
 LABELS = ["negative", "positive"]
@@ -185,6 +186,8 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         bidirectional=cfg.bidirectional,
         dropout=cfg.dropout,
         pooling=cfg.pooling,
+        ngram_buckets=cfg.ngram_buckets,
+        ngram_dim=cfg.ngram_dim,
     )
     model = SentimentLSTM(net_cfg)
     if vectors is not None:
@@ -208,6 +211,19 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
                 bow_acc,
                 time.perf_counter() - t0,
             )
+    bag_info: dict | None = None
+    if cfg.ngram_buckets:
+        bag_info = train_ngram_bag(
+            model,
+            encoded["train"],
+            splits["train"].labels,
+            encoded["val"],
+            splits["val"].labels,
+            epochs=cfg.ngram_epochs,
+            lr=cfg.ngram_lr,
+            seed=cfg.seed,
+            progress=cfg.progress and ctx.is_main,
+        )
     model = model.to(device)
     # The embedding table is most of the parameters but a batch touches few rows: sparse
     # gradients with SparseAdam update only those rows, several times faster than dense AdamW.
@@ -216,7 +232,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     sparse = train_embedding and not ctx.enabled
     model.embedding.sparse = sparse
     model.embedding.weight.requires_grad_(train_embedding)
-    rest = [p for n, p in model.named_parameters() if not n.startswith("embedding.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(("embedding.", "ngram"))]
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ]
@@ -308,14 +324,28 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     model.load_state_dict(best_state)
     model = model.cpu().eval()
     cpu = torch.device("cpu")
-    val_logits = predict_logits(model, encoded["val"], cpu)
-    temperature = fit_temperature(val_logits, val_labels)
-    metrics: dict = {"best_epoch": best_epoch, "temperature": round(temperature, 4)}
-    for name, split in splits.items():
-        if name == "train":
-            continue
-        logits = val_logits if name == "val" else predict_logits(model, encoded[name], cpu)
-        metrics[name] = classification_report(logits, torch.tensor(split.labels), temperature)
+    eval_names = [name for name in splits if name != "train"]
+    logits = {name: predict_logits(model, encoded[name], cpu) for name in eval_names}
+    metrics: dict = {"best_epoch": best_epoch}
+    if bag_info is not None:
+        # The LSTM was trained and evaluated with the bag's weight at 0; now add the bag.
+        bag = {name: ngram_logits(model, encoded[name]) for name in eval_names}
+        weight = fit_ngram_weight(logits["val"], bag["val"], val_labels)
+        model.ngram_weight.fill_(weight)
+        metrics["ngram_bag"] = {**bag_info, "weight": weight}
+        metrics["components"] = {
+            name: {
+                part: round(float((lg.argmax(1) == torch.tensor(splits[name].labels)).float().mean()), 5)
+                for part, lg in (("lstm", logits[name]), ("ngram_bag", bag[name]))
+            }
+            for name in eval_names
+        }
+        logits = {name: logits[name] + weight * bag[name] for name in eval_names}
+        log.info("n-gram bag weight %.1f; accuracy of the parts alone: %s", weight, metrics["components"])
+    temperature = fit_temperature(logits["val"], val_labels)
+    metrics["temperature"] = round(temperature, 4)
+    for name in eval_names:
+        metrics[name] = classification_report(logits[name], torch.tensor(splits[name].labels), temperature)
     return TrainResult(
         model=model,
         tokenizer=tokenizer,
