@@ -14,6 +14,10 @@ answered: closed-loop clients otherwise settle into two half-size groups that al
 A request with more texts than fit in one batch spans several and is reassembled in order. A
 request that is dropped (client gone, timeout) gives its queue room back at once and its remaining
 texts never reach the model. An exception in a forward pass fails only the requests in that batch.
+
+Each job carries the inference function (the model) it was submitted for, and a batch never mixes two:
+a request tokenized by one model is scored by that model even if a reload (app/model_swap.py) swaps
+the default while it waits. The queue is FIFO, so a swap costs at most one short batch.
 """
 
 from __future__ import annotations
@@ -75,13 +79,20 @@ class BatchFailed(Exception):
 class Job:
     """One request's texts on their way through the queue."""
 
-    __slots__ = ("_batcher", "batch_ids", "enqueued_at", "future", "ids", "next", "remaining", "rows")
+    __slots__ = (
+        "_batcher", "batch_ids", "enqueued_at", "future", "ids", "infer", "next", "remaining", "rows"
+    )  # fmt: skip
 
     def __init__(
-        self, batcher: Batcher, ids: list[list[int]], future: asyncio.Future[list[list[float]]]
+        self,
+        batcher: Batcher,
+        ids: list[list[int]],
+        future: asyncio.Future[list[list[float]]],
+        infer: InferFn,
     ) -> None:
         self._batcher = batcher
         self.ids = ids
+        self.infer = infer  # the model that tokenized these texts scores them
         self.future = future
         self.rows: list[list[float]] = [None] * len(ids)  # type: ignore[list-item]  # filled per batch
         self.next = 0  # first text not yet handed to a batch
@@ -97,12 +108,17 @@ class Job:
 
 
 class _Batch:
-    __slots__ = ("id", "ids", "order", "segments")
+    __slots__ = ("id", "ids", "infer", "order", "segments")
 
     def __init__(
-        self, segments: list[tuple[Job, int, int]], order: list[tuple[int, int, int]], ids: list[list[int]]
+        self,
+        segments: list[tuple[Job, int, int]],
+        order: list[tuple[int, int, int]],
+        ids: list[list[int]],
+        infer: InferFn,
     ) -> None:
         self.id = 0
+        self.infer = infer
         self.segments = segments  # (job, start, end): texts job.ids[start:end] are in this batch
         self.order = order  # (length, segment index, text index) of each row of `ids`
         self.ids = ids  # token ids, longest first
@@ -152,20 +168,25 @@ class Batcher:
     def queued_texts(self) -> int:
         return self._queued
 
-    def run_sync(self, ids: list[list[int]]) -> list[list[float]]:
-        """Run a batch (sorted longest first) in the inference thread, blocking: for warm-up before
-        start() and for in-process benchmarks of exactly the server's execution path."""
-        return self._executor.submit(self._run_batch, ids).result()
+    def run_sync(self, ids: list[list[int]], infer: InferFn | None = None) -> list[list[float]]:
+        """Run a batch (sorted longest first) in the inference thread, blocking: for warm-up (before
+        start(), or of a model being loaded, between the batches being served) and for in-process
+        benchmarks of exactly the server's execution path. `infer` defaults to the current model."""
+        return self._executor.submit(self._run_batch, ids, infer or self._infer).result()
 
-    def _run_batch(self, ids: list[list[int]]) -> list[list[float]]:
+    def set_infer(self, infer: InferFn) -> None:
+        """Score jobs submitted from now on with `infer`; queued jobs keep the one they came with."""
+        self._infer = infer
+
+    def _run_batch(self, ids: list[list[int]], infer: InferFn) -> list[list[float]]:
         if len(ids) <= self.split_min_size:
-            return self._infer(ids)
+            return infer(ids)
         cuts = split_by_length([len(x) for x in ids], self.split_pad_ratio, self.split_min_size)
         if len(cuts) == 2:
-            return self._infer(ids)
+            return infer(ids)
         rows: list[list[float]] = []
         for start, end in itertools.pairwise(cuts):
-            rows += self._infer(ids[start:end])
+            rows += infer(ids[start:end])
         return rows
 
     def start(self) -> None:
@@ -199,9 +220,10 @@ class Batcher:
 
     # --- request side -----------------------------------------------------------------------------
 
-    def submit(self, ids: list[list[int]]) -> Job:
+    def submit(self, ids: list[list[int]], infer: InferFn | None = None) -> Job:
         """Queue a request's texts (all or nothing) and return its job; await `job.future` for the
-        probability rows in input order. Raises Overloaded or Closed at once instead of queueing."""
+        probability rows in input order. Raises Overloaded or Closed at once instead of queueing.
+        `infer`: the model that tokenized `ids` (default: the current one)."""
         if not self._accepting:
             raise Closed("the server is shutting down")
         n = len(ids)
@@ -209,7 +231,7 @@ class Batcher:
             if self._metrics:
                 self._metrics.rejected_texts.labels("overloaded").inc(n)
             raise Overloaded(f"queue full ({self._queued} of {self.max_queue_texts} texts waiting)")
-        job = Job(self, ids, asyncio.get_running_loop().create_future())
+        job = Job(self, ids, asyncio.get_running_loop().create_future(), infer or self._infer)
         self._queue.append(job)
         self._queued += n
         if self._metrics:
@@ -255,7 +277,9 @@ class Batcher:
             batch.id = self._batch_id
             self._busy = True
             try:
-                rows, seconds = await loop.run_in_executor(self._executor, self._timed_infer, batch.ids)
+                rows, seconds = await loop.run_in_executor(
+                    self._executor, self._timed_infer, batch.ids, batch.infer
+                )
                 if len(rows) != len(batch.ids):
                     raise RuntimeError(f"inference returned {len(rows)} rows for {len(batch.ids)} texts")
             except Exception as e:  # one bad batch must not stop the worker
@@ -302,6 +326,8 @@ class Batcher:
                 queue.popleft()
                 self._drop(job)
                 continue
+            if segments and job.infer != segments[0][0].infer:
+                break  # submitted for another model (a reload happened): it starts the next batch
             end = start
             seg = len(segments)
             for i in range(start, len(job.ids)):
@@ -333,11 +359,12 @@ class Batcher:
             m.batch_tokens.observe(len(picked) * longest)
             for job, _, _ in segments:
                 m.queue_time.observe(now - job.enqueued_at)
-        return _Batch(segments, picked, [segments[s][0].ids[i] for _, s, i in picked])
+        ids = [segments[s][0].ids[i] for _, s, i in picked]
+        return _Batch(segments, picked, ids, segments[0][0].infer)
 
-    def _timed_infer(self, ids: list[list[int]]) -> tuple[list[list[float]], float]:
+    def _timed_infer(self, ids: list[list[int]], infer: InferFn) -> tuple[list[list[float]], float]:
         t0 = time.perf_counter()
-        rows = self._run_batch(ids)
+        rows = self._run_batch(ids, infer)
         return rows, time.perf_counter() - t0
 
     def _deliver(self, batch: _Batch, rows: list[list[float]], seconds: float) -> None:

@@ -83,13 +83,16 @@ def _loc(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def validation_message(errors: Sequence[dict[str, Any]]) -> str:
-    """Turn pydantic/FastAPI errors into one sentence per problem that says what to fix."""
+def validation_message(errors: Sequence[dict[str, Any]], predict: bool = True) -> str:
+    """Turn pydantic/FastAPI errors into one sentence per problem that says what to fix. The hints
+    about "text"/"texts" are for /predict only (`predict=False` elsewhere)."""
     parts = []
     for e in errors:
         loc, kind, msg = tuple(e.get("loc", ())), e.get("type", ""), str(e.get("msg", ""))
         msg = msg.removeprefix("Value error, ")
-        if kind == "json_invalid":
+        if not predict and kind != "json_invalid":
+            parts.append(f"{_loc(loc)}: {msg}")
+        elif kind == "json_invalid":
             ctx = e.get("ctx") or {}
             parts.append(f"body is not valid JSON ({ctx.get('error', msg)}); send a JSON object")
         elif loc == ("body",) and kind == "missing":
@@ -132,7 +135,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(
         422,
         "validation_error",
-        validation_message(errors),
+        validation_message(errors, predict=request.url.path == "/predict"),
         request_id(request.scope),
         details=_details(errors),
     )

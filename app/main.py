@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app.errors import install_error_handlers
@@ -11,7 +11,7 @@ from app.metrics import Metrics
 from app.middleware import RequestMiddleware
 from app.openapi import error_responses, install_openapi
 from app.responses import OrjsonResponse
-from app.routes import ops, predict
+from app.routes import admin, ops, predict
 from app.security import ApiKeyDep
 from app.service import InferWrapper, Service, lifespan
 from app.settings import Settings
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, infer_wrapper: InferWrapper 
         openapi_tags=[
             {"name": "predict", "description": "sentiment predictions"},
             {"name": "operations", "description": "health, readiness, info and metrics"},
+            {"name": "admin", "description": "model reloads without downtime (needs the API key)"},
         ],
     )
     app.state.service = Service(settings, metrics, infer_wrapper)
@@ -59,6 +60,15 @@ def create_app(settings: Settings | None = None, *, infer_wrapper: InferWrapper 
     auth: dict = {"dependencies": [ApiKeyDep], "responses": error_responses(401)}
     app.include_router(predict.router, **(auth if settings.api_key is not None else {}))
     app.include_router(ops.router, **(auth if settings.protect_ops else {}))
+    # Admin always needs the key; without one it is off (403), whatever the client's address.
+    app.include_router(
+        admin.router,
+        **(
+            auth
+            if settings.api_key is not None
+            else {"dependencies": [Depends(admin.admin_disabled)], "responses": admin.ADMIN_DISABLED_RESPONSE}
+        ),
+    )
     if settings.cors_origins:
         # Outermost, so every response (413 from RequestMiddleware included) carries the CORS headers.
         app.add_middleware(

@@ -51,8 +51,14 @@ class Metrics:
             "sentiment_batch_failures", "Batches whose forward pass raised", registry=r
         )
         self.model_info = Gauge(
-            "sentiment_model_info", "The loaded model (value 1)", ["name", "version"], registry=r,
-            multiprocess_mode="max",
+            "sentiment_model_info", "The serving model (value 1; a reload replaces the series)",
+            ["name", "version"], registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        self.model_reloads = Counter(
+            "sentiment_model_reloads",
+            "POST /admin/reload by result: swapped, unchanged (already serving it), refused (bad or "
+            "incompatible artifact, bad request), failed (unexpected error)",
+            ["result"], registry=r,
         )  # fmt: skip
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}

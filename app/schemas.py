@@ -3,7 +3,7 @@ so /docs and /openapi.json document the API completely."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,6 +37,21 @@ class PredictRequest(BaseModel):
         description="Several texts to classify; predictions come back in the same order.",
         examples=[BATCH_EXAMPLE["texts"]],
     )
+    long_text: Literal["truncate", "chunk"] | None = Field(
+        None,
+        description="What to do with a text longer than the model's maximum length (`max_length` in /info): "
+        "`truncate` scores only its first max_length tokens; `chunk` splits it on sentence boundaries into "
+        "pieces of at most max_length tokens, scores them all and combines them: the mean of their "
+        "calibrated logits weighted by token count. Omitted: the server's default (SENTIMENT_LONG_TEXT, "
+        "shown in /info).",
+        examples=["chunk"],
+    )
+    sentences: bool = Field(
+        False,
+        description="Also score every sentence of the scored part of each text on its own: each prediction "
+        "then has a `sentences` list with character offsets into the text.",
+        examples=[True],
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PredictRequest:
@@ -57,6 +72,33 @@ class ModelIdentity(BaseModel):
     version: str = Field(description="artifact version (its run name)", examples=["sst2-20250101-120000"])
 
 
+class SentenceScore(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": "The plot is a mess.",
+                    "start": 22,
+                    "end": 41,
+                    "label": "negative",
+                    "score": 0.93,
+                    "probabilities": {"negative": 0.93, "positive": 0.07},
+                }
+            ]
+        }
+    )
+
+    text: str = Field(description="the sentence as it appears in the text", examples=["The plot is a mess."])
+    start: int = Field(ge=0, description="offset of its first character in the text (Python/Unicode code "
+                       "points, as `text[start:end]`)", examples=[22])  # fmt: skip
+    end: int = Field(ge=0, description="offset just after its last character", examples=[41])
+    label: str = Field(description="the sentence's most probable label", examples=["negative"])
+    score: float = Field(ge=0, le=1, description="calibrated probability of `label`", examples=[0.93])
+    probabilities: dict[str, float] = Field(
+        description="calibrated probability of every label", examples=[{"negative": 0.93, "positive": 0.07}]
+    )
+
+
 class Prediction(BaseModel):
     label: str = Field(description="the most probable label", examples=["positive"])
     score: float = Field(
@@ -70,9 +112,20 @@ class Prediction(BaseModel):
         examples=[{"negative": 0.03, "positive": 0.97}],
     )
     truncated: bool = Field(
-        description="true when the text was longer than the model's maximum length and only its start "
-        "was scored",
+        description="true when part of the text was not scored: it was longer than the model's maximum "
+        "length in `truncate` mode, or needed more than SENTIMENT_MAX_CHUNKS_PER_TEXT chunks in `chunk` mode",
         examples=[False],
+    )
+    chunks: int = Field(
+        ge=1,
+        description="how many pieces of at most max_length tokens were scored and averaged for this text "
+        "(1 unless `long_text` is `chunk` and the text is longer than max_length)",
+        examples=[1],
+    )
+    sentences: list[SentenceScore] | None = Field(
+        None,
+        description='only with `"sentences": true`: every sentence of the scored part of the text, in '
+        "order (a sentence longer than max_length tokens is split into several entries)",
     )
 
 
@@ -88,6 +141,7 @@ class PredictResponse(BaseModel):
                             "score": 0.9712,
                             "probabilities": {"negative": 0.0288, "positive": 0.9712},
                             "truncated": False,
+                            "chunks": 1,
                         }
                     ],
                 }
@@ -159,6 +213,8 @@ class Limits(BaseModel):
     max_chars_per_text: int = Field(description="most characters in one text")
     max_body_bytes: int = Field(description="largest accepted request body in bytes")
     request_timeout_s: float = Field(description="requests waiting longer get 504")
+    long_text: str = Field(description="default `long_text` mode: truncate or chunk", examples=["chunk"])
+    max_chunks_per_text: int = Field(description="most chunks scored per text in chunk mode")
 
 
 class BatchingSettings(BaseModel):
@@ -185,6 +241,8 @@ class InfoResponse(BaseModel):
                         "max_chars_per_text": 10000,
                         "max_body_bytes": 1048576,
                         "request_timeout_s": 30.0,
+                        "long_text": "chunk",
+                        "max_chunks_per_text": 16,
                     },
                     "batching": {
                         "max_batch_size": 64,

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -28,6 +29,18 @@ log = logging.getLogger("app.service")
 
 # Test seam: wraps the model's inference function (e.g. to inject faults).
 InferWrapper = Callable[[InferFn, Artifact], InferFn]
+
+
+@dataclass(frozen=True, eq=False)
+class ActiveModel:
+    """The serving model and what derives from it, replaced as one object by a reload
+    (app/model_swap.py). A request reads `service.active` once, so the artifact that tokenizes its
+    texts also scores them (jobs carry `infer`) and names itself in the response."""
+
+    artifact: Artifact
+    infer: InferFn
+    identity: dict[str, str]
+    labels: list[str]
 
 
 class Phase(enum.StrEnum):
@@ -48,6 +61,8 @@ class Service:
         self.batcher: Batcher | None = None
         self.identity: dict[str, str] = {}
         self.labels: list[str] = []
+        self.active: ActiveModel | None = None
+        self.reload_lock = asyncio.Lock()  # one model reload at a time (app/model_swap.py)
         self.torch_threads = 0
 
     @property
@@ -62,17 +77,62 @@ class Service:
         log.info("draining: /ready is 503 and new requests are refused")
         return True
 
-    def render(self, rows: list[list[float]], truncated: list[bool]) -> dict[str, Any]:
-        """The /predict body, built as plain dicts (orjson serialises them; no pydantic per request)."""
-        labels = self.labels
+    def infer_for(self, artifact: Artifact) -> InferFn:
+        infer = make_infer(artifact)
+        if self.infer_wrapper is not None:
+            infer = self.infer_wrapper(infer, artifact)
+        return infer
+
+    def activate(self, artifact: Artifact, infer: InferFn) -> ActiveModel:
+        """Make `artifact` the serving model, in one step on the event loop (no await): requests
+        that already hold the previous ActiveModel finish with it."""
+        old = self.active
+        active = ActiveModel(
+            artifact,
+            infer,
+            {"name": str(artifact.meta["name"]), "version": str(artifact.meta["version"])},
+            artifact.labels,
+        )
+        self.active = active
+        self.artifact, self.identity, self.labels = artifact, active.identity, active.labels
+        if self.batcher is not None:
+            self.batcher.set_infer(infer)
+        info = self.metrics.model_info
+        if old is not None and old.identity != active.identity:
+            info.labels(**old.identity).set(0)  # multi-process mode keeps the last value written
+            info.remove(*old.identity.values())
+        info.labels(**active.identity).set(1)
+        return active
+
+    def render(
+        self,
+        rows: list[list[float]],
+        truncated: list[bool],
+        *,
+        model: ActiveModel | None = None,
+        chunks: list[int] | None = None,
+        extra: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """The /predict body, built as plain dicts (orjson serialises them; no pydantic per request).
+        `model`: the ActiveModel that scored the rows (default: the current one); `extra`: more
+        fields per prediction (e.g. `sentences`)."""
+        model = model or self.active
+        labels = model.labels if model is not None else self.labels
         preds = []
-        for row, cut in zip(rows, truncated, strict=True):
+        for i, (row, cut) in enumerate(zip(rows, truncated, strict=True)):
             best = max(range(len(row)), key=row.__getitem__)
             probabilities = dict(zip(labels, row, strict=True))
-            preds.append(
-                {"label": labels[best], "score": row[best], "probabilities": probabilities, "truncated": cut}
-            )
-        return {"model": self.identity, "predictions": preds}
+            pred = {
+                "label": labels[best],
+                "score": row[best],
+                "probabilities": probabilities,
+                "truncated": cut,
+                "chunks": chunks[i] if chunks is not None else 1,
+            }
+            if extra is not None:
+                pred.update(extra[i])
+            preds.append(pred)
+        return {"model": model.identity if model is not None else self.identity, "predictions": preds}
 
 
 def make_infer(artifact: Artifact) -> InferFn:
@@ -92,7 +152,7 @@ def warmup_shapes(max_batch_size: int, max_batch_tokens: int, max_length: int) -
     return [(b, n) for b in sizes for n in lengths if b * n <= max_batch_tokens or b == 1]
 
 
-def warm_up(batcher: Batcher, artifact: Artifact, settings: Settings) -> float:
+def warm_up(batcher: Batcher, artifact: Artifact, settings: Settings, infer: InferFn | None = None) -> float:
     """Run every warm-up shape in the inference thread, so the first real requests are not slow: the
     TorchScript executor profiles and optimises on the first calls (measured: the first call takes
     ~15x a steady one, the second ~2x) and the allocator grows its pools to the largest batch."""
@@ -105,7 +165,7 @@ def warm_up(batcher: Batcher, artifact: Artifact, settings: Settings) -> float:
         ids[0] = ids[0] + [2] * (n - len(ids[0]))  # one text of exactly n tokens
         ids.sort(key=len, reverse=True)
         for _ in range(3 if i == 0 else 1):
-            batcher.run_sync(ids)
+            batcher.run_sync(ids, infer)
     return time.perf_counter() - t0
 
 
@@ -158,9 +218,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except ArtifactError as e:
         log.critical("start-up failed: %s", e)
         raise
-    infer = make_infer(artifact)
-    if service.infer_wrapper is not None:
-        infer = service.infer_wrapper(infer, artifact)
+    infer = service.infer_for(artifact)
     batcher = Batcher(
         infer,
         max_batch_size=settings.max_batch_size,
@@ -173,10 +231,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.warmup:
         seconds = await loop.run_in_executor(None, warm_up, batcher, artifact, settings)
         log.info("warm-up done in %.2f s", seconds)
-    service.artifact, service.batcher = artifact, batcher
-    service.labels = artifact.labels
-    service.identity = {"name": str(artifact.meta["name"]), "version": str(artifact.meta["version"])}
-    service.metrics.model_info.labels(**service.identity).set(1)
+    service.batcher = batcher
+    service.activate(artifact, infer)
     batcher.start()
     restore_signals = _install_drain_signals(service, loop)
     service.phase = Phase.READY

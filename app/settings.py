@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     # request limits
     max_texts_per_request: int = Field(64, ge=1, description="most texts in one request")
     max_chars_per_text: int = Field(10_000, ge=1, description="most characters in one text")
+    # long texts (app/long_text.py)
+    long_text: Literal["truncate", "chunk"] = Field(
+        "chunk",
+        description="default for texts longer than the model's max length (a request's `long_text` overrides "
+        "it): score only the first max_length tokens, or score chunks of the whole text and aggregate them",
+    )
+    max_chunks_per_text: int = Field(
+        16, ge=1, description="chunk mode scores at most this many chunks per text; the rest is truncated"
+    )
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest accepted request body in bytes")
     request_timeout_s: float = Field(
         30.0, gt=0, description="a request still waiting after this long gets 504 and its texts are dropped"

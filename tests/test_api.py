@@ -139,11 +139,11 @@ async def test_response_shape_single_text(small_artifact: Path, artifact: Artifa
     body = r.json()
     assert body["model"] == {"name": artifact.meta["name"], "version": artifact.meta["version"]}
     (pred,) = body["predictions"]  # a list even for one text
-    assert set(pred) == {"label", "score", "probabilities", "truncated"}
+    assert set(pred) == {"label", "score", "probabilities", "truncated", "chunks"}
     assert set(pred["probabilities"]) == set(artifact.labels)
     assert sum(pred["probabilities"].values()) == pytest.approx(1, abs=1e-6)
     assert pred["score"] == pred["probabilities"][pred["label"]] == max(pred["probabilities"].values())
-    assert pred["truncated"] is False
+    assert pred["truncated"] is False and pred["chunks"] == 1
     expected = artifact.predict_proba([POSITIVE[0]])[0].tolist()
     assert [pred["probabilities"][label] for label in artifact.labels] == pytest.approx(expected, abs=1e-6)
 
@@ -151,8 +151,11 @@ async def test_response_shape_single_text(small_artifact: Path, artifact: Artifa
 async def test_long_text_is_marked_truncated(small_artifact: Path, artifact: Artifact) -> None:
     long_text = " ".join(["great"] * (artifact.max_length + 10))
     async with serve(small_artifact) as (_, client):
-        r = await client.post("/predict", json={"texts": [long_text, "great"]})
+        r = await client.post("/predict", json={"texts": [long_text, "great"], "long_text": "truncate"})
+        chunked = await client.post("/predict", json={"texts": [long_text, "great"], "long_text": "chunk"})
     assert [p["truncated"] for p in r.json()["predictions"]] == [True, False]
+    # chunked (tests/test_long_text.py): no sentence boundary, so cut at token boundaries; nothing lost
+    assert [(p["truncated"], p["chunks"]) for p in chunked.json()["predictions"]] == [(False, 2), (False, 1)]
 
 
 async def test_alone_and_in_a_batch_give_the_same_scores(small_artifact: Path, data_mirror: Path) -> None:
@@ -573,7 +576,7 @@ async def test_docs_and_openapi_declare_examples_and_every_error(small_artifact:
         b for b in components["PredictRequest"]["properties"]["texts"]["anyOf"] if b.get("type") == "array"
     )
     assert texts["maxItems"] == 8 and texts["items"]["maxLength"] == 300
-    assert set(schema["paths"]) == {"/predict", "/health", "/ready", "/info", "/metrics"}
+    assert set(schema["paths"]) >= {"/predict", "/health", "/ready", "/info", "/metrics", "/admin/reload"}
 
 
 # --- python -m app --------------------------------------------------------------------------------

@@ -57,13 +57,14 @@ async def ready(service: ServiceDep) -> Response:
     responses=error_responses(500, 503),
 )
 async def info(service: ReadyServiceDep) -> Response:
-    artifact = service.artifact
-    assert artifact is not None
+    active = service.active  # the model serving now (a reload swaps it; app/model_swap.py)
+    assert active is not None
+    artifact = active.artifact
     s = service.settings
     return OrjsonResponse(
         {
-            "model": service.identity,
-            "labels": service.labels,
+            "model": active.identity,
+            "labels": active.labels,
             "max_length": artifact.max_length,
             "temperature": artifact.temperature,
             "created_at": artifact.meta.get("created_at"),
@@ -73,6 +74,8 @@ async def info(service: ReadyServiceDep) -> Response:
                 "max_chars_per_text": s.max_chars_per_text,
                 "max_body_bytes": s.max_body_bytes,
                 "request_timeout_s": s.request_timeout_s,
+                "long_text": s.long_text,
+                "max_chunks_per_text": s.max_chunks_per_text,
             },
             "batching": {
                 "max_batch_size": s.max_batch_size,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
+from app import long_text
 from app.batcher import BatchFailed, Closed, Job, Overloaded
 from app.deps import ReadyServiceDep
 from app.errors import ApiError, request_id
@@ -124,14 +125,27 @@ async def predict(
 ) -> Response:
     texts = body.as_list()
     check_limits(service, body, texts)
+    s = service.settings
+    # Read once: a reload may swap the model while this request waits; it is scored and labelled by
+    # the model that tokenized it.
+    active = service.active
+    assert active is not None
     # Tokenize here, not in the batch worker: both cost the same CPU per text (within 2%, see
     # bench/results/tokenize_placement.md), and here the batcher gets the exact token counts its
     # budget, length sort and split need, while the inference thread only runs forward passes.
-    ids, truncated = service.artifact.tokenize(texts)  # type: ignore[union-attr]
+    # A text becomes one piece, or several (chunks of a long text, sentences): one job for all.
+    plan = long_text.plan(
+        active.artifact.tokenizer,
+        texts,
+        max_length=active.artifact.max_length,
+        mode=body.long_text or s.long_text,
+        sentences=body.sentences,
+        max_chunks=s.max_chunks_per_text,
+    )
+    long_text.check_pieces(plan, s.max_queue_texts)
     try:
-        job = service.batcher.submit(ids)  # type: ignore[union-attr]
+        job = service.batcher.submit(plan.ids, active.infer)  # type: ignore[union-attr]
     except Overloaded as e:
-        s = service.settings
         raise ApiError(
             503,
             "overloaded",
@@ -150,4 +164,12 @@ async def predict(
     state = request.scope["state"]
     state["batch_ids"] = job.batch_ids
     state["texts"] = len(texts)
-    return OrjsonResponse(service.render(rows, truncated))
+    results = long_text.reassemble(plan, rows)
+    out = service.render(
+        [r.row for r in results],
+        [r.truncated for r in results],
+        model=active,
+        chunks=[r.chunks for r in results],
+        extra=long_text.sentence_fields(results, texts, active.labels) if body.sentences else None,
+    )
+    return OrjsonResponse(out)
