@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from model.tokenizer import UNK_ID, token_ids
 
@@ -77,15 +77,16 @@ def encode_full(tokenizer: Tokenizer, texts: Sequence[str]) -> list[Encoded]:
     """Every token of every text. The artifact's tokenizer truncates at max_length and keeps the rest
     in `overflowing` (consecutive windows, no stride), so the full stream is their concatenation:
     the same ids as the truncating path for the first max_length tokens, by construction."""
-    out = []
-    for e in tokenizer.encode_batch(list(texts), add_special_tokens=False):
-        ids, tokens, offsets = list(e.ids), list(e.tokens), list(e.offsets)
-        for o in e.overflowing:
-            ids += o.ids
-            tokens += o.tokens
-            offsets += o.offsets
-        out.append(Encoded(ids, tokens, offsets))
-    return out
+    return [_full(e) for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+
+def _full(e: Encoding) -> Encoded:
+    ids, tokens, offsets = list(e.ids), list(e.tokens), list(e.offsets)
+    for o in e.overflowing:
+        ids += o.ids
+        tokens += o.tokens
+        offsets += o.offsets
+    return Encoded(ids, tokens, offsets)
 
 
 def _is_break(text: str, gap_start: int, gap_end: int) -> bool:
@@ -243,8 +244,13 @@ def plan(
             [TextPlan([i], [len(x)], t, None) for i, (x, t) in enumerate(zip(ids, truncated, strict=True))],
         )
     out = Plan([], [])
-    for text, enc in zip(texts, encode_full(tokenizer, texts), strict=True):
-        lay = layout(text, enc, max_length=max_length, mode=mode, max_chunks=max_chunks)
+    for text, e in zip(texts, tokenizer.encode_batch(list(texts), add_special_tokens=False), strict=True):
+        if not sentences and not e.overflowing:  # fits in one piece: as in truncate mode, no layout
+            ids = e.ids or [UNK_ID]
+            out.texts.append(TextPlan([len(out.ids)], [len(ids)], False, None))
+            out.ids.append(ids)
+            continue
+        lay = layout(text, _full(e), max_length=max_length, mode=mode, max_chunks=max_chunks)
         index: dict[tuple[int, int], int] = {}  # token span -> piece: identical pieces are scored once
 
         def piece(span: Span, ids: list[int] = lay.ids, index: dict[tuple[int, int], int] = index) -> int:
