@@ -75,12 +75,19 @@ _ERRORS: dict[int, tuple[str, dict[str, dict[str, Any]]]] = {
         },
     ),
     503: (
-        "Not serving right now: the queue is full (`overloaded`), the model is still loading "
-        "(`not_ready`) or the server is shutting down (`shutting_down`). Retry after `Retry-After` seconds.",
+        'Not serving right now: the queue is full, or for `"explain": true` too many explanations are '
+        "waiting (`overloaded`), the model is still loading (`not_ready`) or the server is shutting down "
+        "(`shutting_down`). Retry after `Retry-After` seconds.",
         {
             "overloaded": error_example(
                 "overloaded",
                 "the server is at capacity (1024 texts queued, SENTIMENT_MAX_QUEUE_TEXTS=1024); retry",
+            ),
+            "explain_backlog": error_example(
+                "overloaded",
+                "too many explanations in progress (8150 sequences waiting, this request needs 65; "
+                "SENTIMENT_MAX_EXPLAIN_BACKLOG=8192); retry after 1 s, or send fewer texts per explain "
+                "request",
             ),
             "not_ready": error_example("not_ready", "the model is still loading; retry shortly"),
             "shutting_down": error_example(

@@ -52,6 +52,14 @@ class PredictRequest(BaseModel):
         "then has a `sentences` list with character offsets into the text.",
         examples=[True],
     )
+    explain: bool = Field(
+        False,
+        description="Also explain each prediction: every prediction then has an `explanation` with the "
+        "contribution of each token to the predicted label, by occlusion (the first "
+        "SENTIMENT_MAX_EXPLAIN_TOKENS tokens of each text; each explained token costs one more model "
+        "sequence, so explained requests are slower and are queued separately).",
+        examples=[True],
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PredictRequest:
@@ -99,6 +107,61 @@ class SentenceScore(BaseModel):
     )
 
 
+class ExplainedToken(BaseModel):
+    token: str = Field(
+        description="the token as the model read it: normalised and lower-cased, `[UNK]` for a word outside "
+        "its vocabulary",
+        examples=["great"],
+    )
+    start: int = Field(ge=0, description="offset of the token's first character in the original text "
+                       "(Unicode code points, as `text[start:end]`)", examples=[10])  # fmt: skip
+    end: int = Field(ge=0, description="offset just after its last character", examples=[15])
+    score: float = Field(
+        description="signed contribution to the probability of `target`: p(target | text) − p(target | text "
+        "without this token). Positive: the token pushed the prediction towards `target`",
+        examples=[0.41],
+    )
+
+
+class Explanation(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "method": "occlusion",
+                    "target": "positive",
+                    "tokens": [
+                        {"token": "a", "start": 0, "end": 1, "score": 0.002},
+                        {"token": "great", "start": 2, "end": 7, "score": 0.41},
+                        {"token": "film", "start": 8, "end": 12, "score": -0.01},
+                    ],
+                    "explained_tokens": 3,
+                    "total_tokens": 3,
+                }
+            ]
+        }
+    )
+
+    method: Literal["occlusion"] = Field(
+        description="how scores are computed: `occlusion` deletes one token at a time and re-scores the text",
+        examples=["occlusion"],
+    )
+    target: str = Field(
+        description="the label explained: the one predicted for the text's first max_length tokens (the "
+        "prediction's `label`, except possibly with `long_text: chunk`)",
+        examples=["positive"],
+    )
+    tokens: list[ExplainedToken] = Field(description="the explained tokens in text order")
+    explained_tokens: int = Field(ge=0, description="how many tokens are explained (the length of `tokens`)",
+                                  examples=[3])  # fmt: skip
+    total_tokens: int = Field(
+        ge=0,
+        description="tokens in the whole text; when larger than `explained_tokens`, the later tokens are not "
+        "explained (beyond SENTIMENT_MAX_EXPLAIN_TOKENS or the model's max length)",
+        examples=[3],
+    )
+
+
 class Prediction(BaseModel):
     label: str = Field(description="the most probable label", examples=["positive"])
     score: float = Field(
@@ -126,6 +189,10 @@ class Prediction(BaseModel):
         None,
         description='only with `"sentences": true`: every sentence of the scored part of the text, in '
         "order (a sentence longer than max_length tokens is split into several entries)",
+    )
+    explanation: Explanation | None = Field(
+        None,
+        description='only with `"explain": true`: the contribution of each token to the predicted label',
     )
 
 

@@ -21,6 +21,7 @@ import torch
 from fastapi import FastAPI
 
 from app.batcher import Batcher, InferFn
+from app.explain import ExplainLane
 from app.metrics import Metrics
 from app.settings import Settings
 from model.artifact import Artifact, ArtifactError, load_artifact
@@ -64,6 +65,8 @@ class Service:
         self.active: ActiveModel | None = None
         self.reload_lock = asyncio.Lock()  # one model reload at a time (app/model_swap.py)
         self.torch_threads = 0
+        # Admission of explain requests' occlusion sequences (app/explain.py): kept across model swaps.
+        self.explain_lane = ExplainLane(settings.explain_queue_texts, settings.max_explain_backlog)
 
     @property
     def ready(self) -> bool:

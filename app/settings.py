@@ -58,6 +58,20 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a request still waiting after this long gets 504 and its texts are dropped"
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After header value sent with 503 responses")
+    # explanations (app/explain.py)
+    max_explain_tokens: int = Field(
+        64, ge=1, description="tokens explained per text (each costs one more sequence); later ones are not"
+    )
+    explain_queue_texts: int = Field(
+        128,
+        ge=1,
+        description="occlusion sequences of explain requests let into the batch queue at a time; the rest "
+        "wait outside it, so plain requests never queue behind more than this",
+    )
+    max_explain_backlog: int = Field(
+        8192, ge=1, description="occlusion sequences of explain requests waiting; beyond it they get 503"
+    )
+    demo_page: bool = Field(True, description="serve the demo page at GET /")
     # security
     api_key: SecretStr | None = Field(
         None,

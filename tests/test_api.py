@@ -561,10 +561,15 @@ async def test_docs_and_openapi_declare_examples_and_every_error(small_artifact:
     predict = schema["paths"]["/predict"]["post"]
     assert set(predict["responses"]) == {"200", "413", "422", "500", "503", "504"}
     assert "Retry-After" in predict["responses"]["503"]["headers"]
-    assert set(predict["requestBody"]["content"]["application/json"]["examples"]) == {
+    assert set(predict["requestBody"]["content"]["application/json"]["examples"]) >= {
         "one text",
         "several texts",
+        "explained",
     }
+    explanation = schema["components"]["schemas"]["Explanation"]
+    assert explanation["examples"] and set(explanation["required"]) == {
+        "method", "target", "tokens", "explained_tokens", "total_tokens"
+    }  # fmt: skip
     components = schema["components"]["schemas"]
     assert "HTTPValidationError" not in components  # FastAPI's own 422 shape is replaced by ours
     for name in ("PredictResponse", "InfoResponse", "ReadyResponse", "HealthResponse"):

@@ -14,6 +14,7 @@ from app import long_text
 from app.batcher import BatchFailed, Closed, Job, Overloaded
 from app.deps import ReadyServiceDep
 from app.errors import ApiError, request_id
+from app.explain import explain_predictions
 from app.openapi import error_responses
 from app.responses import OrjsonResponse
 from app.schemas import BATCH_EXAMPLE, SINGLE_EXAMPLE, PredictRequest, PredictResponse
@@ -25,6 +26,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _EXAMPLES = {
     "one text": {"summary": "one text", "value": SINGLE_EXAMPLE},
     "several texts": {"summary": "several texts, answered in order", "value": BATCH_EXAMPLE},
+    "explained": {
+        "summary": "with token contributions",
+        "value": {**SINGLE_EXAMPLE, "explain": True},
+    },
 }
 
 
@@ -172,4 +177,6 @@ async def predict(
         chunks=[r.chunks for r in results],
         extra=long_text.sentence_fields(results, texts, active.labels) if body.sentences else None,
     )
+    if body.explain:  # after the plain rows: occlusion sequences go through their own lane (app/explain.py)
+        await explain_predictions(request, service, texts, out["predictions"], _await_job, active)
     return OrjsonResponse(out)

@@ -1,0 +1,260 @@
+"""Token attributions for `POST /predict` with `"explain": true`, by occlusion.
+
+A token's score is p(target | text) − p(target | text without that token), where `target` is the
+label predicted for the full text: positive scores pushed the prediction towards `target`. The
+occluded variants are extra sequences in the same batcher, so they share forward passes with
+everything else (docs/ARCHITECTURE.md says why occlusion and why deletion rather than [UNK]).
+
+Cost: a text with n explained tokens is 1 + n sequences (n <= SENTIMENT_MAX_EXPLAIN_TOKENS, the
+first n tokens). Fairness: explain requests go through `ExplainLane`, which lets at most about
+SENTIMENT_EXPLAIN_QUEUE_TEXTS of their sequences into the batcher's FIFO queue at a time. The rest
+wait outside it, so a plain request never queues behind more than that (about two batches by
+default) however many explain requests are waiting; the lane keeps one batch computing and one
+queued, so explain throughput loses nothing. A backlog beyond SENTIMENT_MAX_EXPLAIN_BACKLOG sequences
+is refused with 503 at once rather than left to time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from tokenizers import Tokenizer
+
+from app.batcher import Batcher, InferFn, Job, Overloaded
+from app.errors import ApiError
+from app.settings import Settings
+from model.alignment import MAX_WIDEN, pieces, repair_offsets
+from model.tokenizer import UNK_ID
+
+if TYPE_CHECKING:
+    from app.service import ActiveModel, Service
+
+METHOD = "occlusion"
+# app/routes/predict.py's _await_job, passed in (the route imports this module, not the reverse).
+AwaitJob = Callable[[Request, "Service", Any], Awaitable[Any]]
+
+
+# --- which tokens, where ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Explained:
+    """One text: the ids the model reads, the explained tokens and where they are in the text."""
+
+    ids: list[int]
+    tokens: list[str]  # the first `explained` tokens as the model reads them ([UNK] when unknown)
+    offsets: list[tuple[int, int]]  # their character spans in the original text
+    total: int  # tokens in the whole text, also those beyond the model's max length
+
+
+def prepare(tokenizer: Tokenizer, texts: Sequence[str], max_tokens: int) -> list[Explained]:
+    """Tokenize like the plain path (model/tokenizer.token_ids: same ids, truncation, [UNK] for an
+    empty text) and locate the first `max_tokens` tokens in each original text."""
+    out = []
+    for text, enc in zip(texts, tokenizer.encode_batch(list(texts), add_special_tokens=False), strict=True):
+        n = min(len(enc.ids), max_tokens)
+        tokens, offsets = list(enc.tokens[:n]), enc.offsets[:n]
+        if n:
+            # Only the explained part of a long text is re-tokenized; the margin keeps a word cut at
+            # the end of the prefix ("don'|t") from changing the last explained one.
+            words = pieces(tokenizer, text[: offsets[-1][1] + 2 * MAX_WIDEN])
+            offsets = repair_offsets(tokenizer, text, tokens, offsets, words)
+        total = len(enc.ids) + sum(len(o.ids) for o in enc.overflowing)
+        out.append(Explained(list(enc.ids) or [UNK_ID], tokens, list(offsets), total))
+    return out
+
+
+def occlusions(ids: list[int], n: int) -> list[list[int]]:
+    """The text with token j deleted, for j < n. Deleting the only token leaves an empty text, which
+    the service scores as [UNK] (model/tokenizer.token_ids), so that is what it becomes here too."""
+    return [ids[:j] + ids[j + 1 :] or [UNK_ID] for j in range(n)]
+
+
+def explanation(item: Explained, rows: list[list[float]], labels: list[str]) -> dict[str, Any]:
+    """The response's `explanation` from the rows of [full text, *occlusions]."""
+    full = rows[0]
+    target = max(range(len(full)), key=full.__getitem__)
+    p = full[target]
+    tokens = [
+        {"token": tok, "start": s, "end": e, "score": round(p - row[target], 6)}
+        for tok, (s, e), row in zip(item.tokens, item.offsets, rows[1:], strict=True)
+    ]
+    return {
+        "method": METHOD,
+        "target": labels[target],
+        "tokens": tokens,
+        "explained_tokens": len(tokens),
+        "total_tokens": item.total,
+    }
+
+
+# --- admission ----------------------------------------------------------------------------------------
+
+
+class ExplainLane:
+    """FIFO admission of explain sequences into the batcher queue.
+
+    `acquire(n)` returns once fewer than `size` sequences of explain requests are in the batcher
+    (queued or computing), then counts n more; so at most size − 1 + the largest n are ever there.
+    `backlog` counts the sequences of explain requests admitted and not yet finished, waiting or not.
+    """
+
+    def __init__(self, size: int, max_backlog: int) -> None:
+        self.size = size
+        self.max_backlog = max_backlog
+        self.in_flight = 0
+        self.backlog = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def acquire(self, n: int) -> None:
+        if not self._waiters and self.in_flight < self.size:
+            self.in_flight += n
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((n, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # granted just as we were cancelled: give it back
+                self.release(n)
+            raise  # a cancelled waiter stays in the deque; _wake skips it
+
+    def release(self, n: int) -> None:
+        self.in_flight -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.size:
+            n, fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += n
+                fut.set_result(None)
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+
+class ExplainJob:
+    """All texts of one explain request, one batcher job per text as the lane admits them.
+
+    Quacks like `app.batcher.Job` for the route (`future`, `drop()`, `batch_ids`): `future` resolves
+    to the full texts' probability rows in input order, so predictions render as for plain requests;
+    `explanations(labels)` is ready with it."""
+
+    def __init__(
+        self,
+        lane: ExplainLane,
+        batcher: Batcher,
+        infer: InferFn,
+        items: list[Explained],
+        settings: Settings,
+    ) -> None:
+        self.items = items
+        self.batch_ids: list[int] = []
+        self._lane, self._batcher, self._infer, self._settings = lane, batcher, infer, settings
+        self._weights = [1 + len(item.tokens) for item in items]
+        self._unfinished = set(range(len(items)))
+        self._rows: list[list[list[float]]] = [[] for _ in items]
+        self._jobs: list[Job] = []
+        loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[list[list[float]]] = loop.create_future()
+        self._task = loop.create_task(self._run(), name="explain")
+
+    async def _run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other texts
+                for i in range(len(self.items)):
+                    group.create_task(self._one(i))
+        except BaseExceptionGroup as eg:
+            error = next((e for e in eg.exceptions if not isinstance(e, asyncio.CancelledError)), None)
+            if not self.future.done():
+                self.future.set_exception(error or asyncio.CancelledError())
+        except asyncio.CancelledError:
+            if not self.future.done():
+                self.future.cancel()
+        else:
+            if not self.future.done():
+                self.future.set_result([rows[0] for rows in self._rows])
+        finally:
+            # texts never started (cancelled while waiting, or before their task ran) leave the backlog
+            self._lane.backlog -= sum(self._weights[i] for i in self._unfinished)
+            self._unfinished.clear()
+
+    async def _one(self, i: int) -> None:
+        item, weight = self.items[i], self._weights[i]
+        await self._lane.acquire(weight)
+        try:
+            try:
+                seqs = [item.ids, *occlusions(item.ids, len(item.tokens))]
+                job = self._batcher.submit(seqs, self._infer)
+            except Overloaded as e:
+                s = self._settings
+                raise ApiError(
+                    503,
+                    "overloaded",
+                    f"the server is at capacity ({e}; SENTIMENT_MAX_QUEUE_TEXTS={s.max_queue_texts}); "
+                    f"retry after {s.retry_after_s} s",
+                    headers={"Retry-After": str(s.retry_after_s)},
+                ) from None
+            self._jobs.append(job)
+            self._rows[i] = await job.future
+            self.batch_ids.extend(b for b in job.batch_ids if b not in self.batch_ids)
+        finally:
+            self._lane.release(weight)
+            self._unfinished.discard(i)
+            self._lane.backlog -= weight
+
+    def drop(self) -> None:
+        """Give up (client gone, timeout): queued sequences never run, waiting texts never start."""
+        for job in self._jobs:
+            job.drop()
+        self._task.cancel()
+        if not self.future.done():
+            self.future.cancel()
+
+    def explanations(self, labels: list[str]) -> list[dict[str, Any]]:
+        return [explanation(item, rows, labels) for item, rows in zip(self.items, self._rows, strict=True)]
+
+
+async def explain_predictions(
+    request: Request,
+    service: Service,
+    texts: Sequence[str],
+    predictions: list[dict[str, Any]],
+    await_job: AwaitJob,
+    model: ActiveModel | None = None,
+) -> None:
+    """Add `explanation` to each rendered prediction. `await_job` is the route's own wait (timeout,
+    disconnect, error mapping), so an explain request fails exactly like a plain one; `model` is the
+    model that scored the plain rows (default: the current one), which explains them too."""
+    active, batcher = model or service.active, service.batcher
+    assert active is not None and batcher is not None
+    job = submit(service.explain_lane, batcher, active, texts, service.settings)
+    await await_job(request, service, job)
+    for pred, expl in zip(predictions, job.explanations(active.labels), strict=True):
+        pred["explanation"] = expl
+
+
+def submit(
+    lane: ExplainLane, batcher: Batcher, model: ActiveModel, texts: Sequence[str], settings: Settings
+) -> ExplainJob:
+    """Admit an explain request (503 at once if the explain backlog is full) and start it."""
+    items = prepare(model.artifact.tokenizer, texts, settings.max_explain_tokens)
+    weight = sum(1 + len(item.tokens) for item in items)
+    # An empty backlog takes any request, so one larger than the limit is slow, not refused forever.
+    if lane.backlog and lane.backlog + weight > lane.max_backlog:
+        raise ApiError(
+            503,
+            "overloaded",
+            f"too many explanations in progress ({lane.backlog} sequences waiting, this request needs "
+            f"{weight}; SENTIMENT_MAX_EXPLAIN_BACKLOG={lane.max_backlog}); retry after "
+            f"{settings.retry_after_s} s, or send fewer texts per explain request",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+    lane.backlog += weight
+    return ExplainJob(lane, batcher, model.infer, items, settings)
