@@ -118,8 +118,10 @@ async def _await_job(request: Request, service: Service, job: Job) -> list[list[
     summary="Classify the sentiment of one or more texts",
     description="Send one text as `text` or several as `texts`; the answer always holds a list of "
     "predictions in input order, each with the label, its calibrated probability, the probability of "
-    "every label and whether the text was truncated to the model's maximum length. Texts from "
-    "concurrent requests are batched together on the server.",
+    "every label, whether the text was truncated and how many chunks a long text was scored in. Options: "
+    "`long_text` (`chunk` scores a long text in pieces, `truncate` only its start), `sentences` (a score "
+    "per sentence) and `explain` (a signed contribution per token, by occlusion). Texts from concurrent "
+    "requests are batched together on the server.",
     response_description="one prediction per text, in input order",
     responses=error_responses(413, 422, 500, 503, 504),
 )
