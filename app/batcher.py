@@ -44,10 +44,10 @@ def split_by_length(lengths: Sequence[int], pad_ratio: float, min_size: int) -> 
     """Cut points for a batch sorted longest first: a new forward pass starts where padding would
     push the pass's padded tokens above pad_ratio × its real tokens, once it has min_size texts.
 
-    Why: the LSTM runs over the padded tensor (model/network.py: faster per step than packed
-    sequences, but padding steps cost as much as real ones), so a pass of mixed lengths wastes work.
-    On a realistic mix of short and long reviews, two or three length-homogeneous passes beat one
-    padded pass (bench/results/serve.md, in-process rows "one forward" vs "batcher path")."""
+    Why: the packed LSTM skips padding, but embedding, sorting and pooling run on the padded tensor,
+    and a long text's tail steps run at a tiny effective batch. On a realistic mix of short and long
+    reviews, two or three length-homogeneous passes beat one padded pass by ~10% (bench/results/serve.md,
+    in-process rows "one forward" vs "batcher path")."""
     cuts = [0]
     start = real = 0
     for i, n in enumerate(lengths):
@@ -313,7 +313,8 @@ class Batcher:
     def _take(self) -> _Batch | None:
         """Pop the next batch from the head of the queue (FIFO, so long texts never starve): as many
         texts as fit in max_batch_size and max_batch_tokens (texts × longest), then sort them longest
-        first so split_by_length can cut them into passes of similar length."""
+        first so the packed LSTM needs no reordering and split_by_length can cut them into passes of
+        similar length."""
         queue = self._queue
         segments: list[tuple[Job, int, int]] = []
         picked: list[tuple[int, int, int]] = []  # (length, segment index, offset in job)

@@ -1,12 +1,12 @@
-"""The classifier: embedding -> (bi)LSTM -> pooling over time -> linear.
+"""The classifier: embedding -> (bi)LSTM over packed sequences -> pooling -> linear.
 
 Optionally (`ngram_buckets` > 0) a fastText-style bag of words and hashed word bigrams sits beside
 the LSTM and its logits are added with a weight fitted on the validation split ("wide and deep").
 On long reviews the bag reads the whole text at a fraction of the LSTM's cost and catches the
 bigram evidence ("not good", "a must") a TF-IDF bigram model lives on; training/ngrams.py trains it.
 
-Scriptable with `torch.jit.script`. Padding never changes a prediction: the LSTM's states at real
-steps never see padding (see `encode`), and pooling and the bag only look at real steps.
+Scriptable with `torch.jit.script`. Padding never changes a prediction: the LSTM
+runs on packed sequences and pooling and the bag only look at real time steps.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 POOLINGS = ("last", "max", "mean", "max_mean")
 
@@ -71,18 +71,19 @@ class SentimentLSTM(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids: int64[B, T] padded with pad_id; lengths: int64[B] (>= 1). Returns logits[B, C]."""
-        lengths = lengths.to(ids.device)
-        steps = self.encode(self.dropout(self.embedding(ids)), lengths)  # [B, T, H * directions]
+        emb = self.dropout(self.embedding(ids))
+        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h_n, _) = self.lstm(packed)
         if self.pooling == "last":
-            # Final state in each direction: forward at the last real token, backward at the first.
-            last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, steps.size(2))
-            pooled = steps.gather(1, last).squeeze(1)
-            if self.lstm.bidirectional:
-                h = self.lstm.hidden_size
-                pooled = torch.cat([pooled[:, :h], steps[:, 0, h:]], dim=1)
+            # Final state of the top layer in each direction (forward: last real token,
+            # backward: first token).
+            pooled = torch.cat([h_n[-2], h_n[-1]], dim=1) if self.lstm.bidirectional else h_n[-1]
         else:
-            mask = (torch.arange(steps.size(1), device=ids.device)[None, :] < lengths[:, None]).unsqueeze(-1)
-            mean = (steps * mask).sum(1) / lengths.to(steps.dtype)[:, None]
+            steps, _ = pad_packed_sequence(out, batch_first=True)  # [B, max(lengths), H]
+            mask = (
+                torch.arange(steps.size(1), device=steps.device)[None, :] < lengths.to(steps.device)[:, None]
+            ).unsqueeze(-1)
+            mean = (steps * mask).sum(1) / lengths.to(steps.device, steps.dtype)[:, None]
             if self.pooling == "mean":
                 pooled = mean
             else:
@@ -92,35 +93,6 @@ class SentimentLSTM(nn.Module):
         if self.ngram_buckets > 0:
             logits = logits + self.ngram_weight * self.ngram_logits(ids, lengths)
         return logits
-
-    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """LSTM states at every step; exact at real steps whatever the padding after them.
-
-        The forward direction runs on the padded tensor (padding comes after a text, so it cannot
-        reach its real steps). The backward direction runs forward over each text reversed in place
-        (real tokens reversed, padding left at the end), then is flipped back. Both runs use the
-        plain padded kernel, ~1.35x faster on CPU than the same LSTM on a PackedSequence at batch
-        64 (equal at batch 1), with the weights of the one nn.LSTM module.
-        """
-        t = torch.arange(x.size(1), device=x.device)[None, :]
-        rev = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t).unsqueeze(-1)  # an involution
-        weights = self.lstm._flat_weights
-        directions = 2 if self.lstm.bidirectional else 1
-        h = self.lstm.hidden_size
-        zeros = x.new_zeros(1, x.size(0), h)
-        for layer in range(self.lstm.num_layers):
-            if layer > 0:
-                x = F.dropout(x, self.lstm.dropout, self.training)
-            outs: list[torch.Tensor] = []
-            for d in range(directions):
-                first = 4 * (layer * directions + d)
-                inp = x if d == 0 else x.gather(1, rev.expand(-1, -1, x.size(2)))
-                out = torch.lstm(
-                    inp, [zeros, zeros], weights[first : first + 4], True, 1, 0.0, self.training, False, True
-                )[0]
-                outs.append(out if d == 0 else out.gather(1, rev.expand(-1, -1, h)))
-            x = torch.cat(outs, dim=2) if directions == 2 else outs[0]
-        return x
 
     def ngram_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits of the bag of words and hashed bigrams (rows past the vocabulary) of each text."""
