@@ -54,10 +54,18 @@ def derive(src: Path, dst: Path, version: str) -> Path:
 
 @pytest.fixture(scope="module")
 def models(small_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """models/{v1, v2, latest -> v1}: v1 is the small artifact, v2 derived from it."""
+    """models/{v1, v2, latest -> v1}: v1 is the small artifact without its n-gram bag (hashed bigrams
+    of shuffled ids cannot be moved to match), v2 derived from v1."""
     root = tmp_path_factory.mktemp("models")
     shutil.copytree(small_artifact, root / "v1")
-    derive(small_artifact, root / "v2", "small-v2")
+    model = torch.jit.load(str(root / "v1/model.pt"))
+    with torch.no_grad():
+        model.ngram_weight.zero_()
+    torch.jit.save(model, str(root / "v1/model.pt"))
+    meta = json.loads((root / "v1/meta.json").read_text(encoding="utf-8"))
+    meta["files"]["model.pt"] = sha256_file(root / "v1/model.pt")
+    (root / "v1/meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    derive(root / "v1", root / "v2", "small-v2")
     (root / "latest").symlink_to("v1")
     return root
 
