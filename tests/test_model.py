@@ -81,7 +81,8 @@ def test_load_tokenizer_rejects_wrong_special_ids(tmp_path):
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_padding_does_not_change_logits(pooling, bidirectional):
+@pytest.mark.parametrize("padded", [True, False])  # batches on the padded path / as chosen by cost
+def test_padding_does_not_change_logits(pooling, bidirectional, padded):
     torch.manual_seed(0)
     model = SentimentLSTM(
         NetworkConfig(
@@ -93,6 +94,8 @@ def test_padding_does_not_change_logits(pooling, bidirectional):
             bidirectional=bidirectional,
         )
     ).eval()
+    if padded:
+        model.padded_min_batch, model.padded_min_fill = 1, 0.0
     seqs = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14], [15, 16, 17, 18]]
     ids, lengths = pad(seqs)
     with torch.no_grad():
@@ -103,6 +106,27 @@ def test_padding_does_not_change_logits(pooling, bidirectional):
         widened = model(wider, lengths)
     torch.testing.assert_close(batched, alone, rtol=0, atol=1e-6)
     torch.testing.assert_close(batched, widened, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("padded", [True, False])
+def test_padded_encoding_equals_the_lstm_on_packed_sequences(layers, padded):
+    # The model runs nn.LSTM's weights on padded (and per-text reversed) input for speed; at real
+    # steps that must be exactly what the module computes on packed sequences.
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    model = SentimentLSTM(
+        NetworkConfig(vocab_size=100, embed_dim=16, hidden_dim=12, num_layers=layers)
+    ).eval()
+    ids, lengths = pad([[5, 6, 7, 8, 9, 10, 11], [12, 13], [14], [15, 16, 17, 18]])
+    with torch.no_grad():
+        emb = model.embedding(ids)
+        ours = model.encode(emb, lengths)
+        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        reference, _ = pad_packed_sequence(model.lstm(packed)[0], batch_first=True)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(ours[b, :n], reference[b, :n], rtol=0, atol=1e-6)
 
 
 def test_ngram_bag_is_padding_invariant_and_scripts(tmp_path):
