@@ -60,6 +60,8 @@ HELP = {
     "weight_decay": "AdamW weight decay",
     "clip_norm": "gradient-norm clipping threshold",
     "warmup_fraction": "share of all steps spent warming the learning rate up",
+    "ema_decay": "decay of an exponential moving average of the weights, updated every step; the average "
+    "is what validation picks and what is exported (smoother than the last step's weights); 0: off",
     "patience": "stop after this many epochs without a better validation accuracy (best weights kept)",
     "seed": "random seed for data split, initialisation and batch order",
     "device": "auto (CUDA when available), cpu or cuda",

@@ -56,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     clip_norm: float = 1.0
     warmup_fraction: float = 0.1
+    ema_decay: float = 0.998  # validate and export an exponential moving average of the weights; 0: off
     patience: int = 2  # epochs without validation improvement before stopping
     seed: int = 13
     # hardware
