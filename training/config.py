@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 # IMDB: reviews up to 1024 tokens (99% fit; truncating at 256 cost ~2 points), a smaller LSTM to keep
-# an epoch near 5 min on one CPU thread, and the n-gram bag (README: 90.5% test). A flag given on the
+# an epoch near 3.5 min on 2 CPU threads, and the n-gram bag (README: 90.5% test). A flag given on the
 # command line wins over a preset.
 DATASET_PRESETS: dict[str, dict[str, int]] = {
     "imdb": {"max_length": 1024, "hidden_dim": 128, "epochs": 2, "ngram_buckets": 524_288},
