@@ -11,6 +11,7 @@ faults these scripts look for.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -439,3 +440,18 @@ def pinned_to(cpu: int | None) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
+
+
+def script_parser(doc: str) -> argparse.ArgumentParser:
+    """The reliability scripts' parser: summary and epilog from the module docstring, plus --model-dir."""
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model-dir",
+        default=os.environ.get("SENTIMENT_MODEL_DIR", str(REPO / "artifacts" / "latest")),
+        help="artifact to serve (default: $SENTIMENT_MODEL_DIR, else artifacts/latest)",
+    )
+    return p

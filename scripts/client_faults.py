@@ -48,6 +48,7 @@ from bench.loadgen import (  # noqa: E402
     pinned_to,
     quantile,
     scrape,
+    script_parser,
     start_server,
 )
 
@@ -320,16 +321,7 @@ def write_report(res: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--model-dir",
-        default=os.environ.get("SENTIMENT_MODEL_DIR", str(REPO / "artifacts" / "latest")),
-        help="artifact to serve (default: $SENTIMENT_MODEL_DIR, else artifacts/latest)",
-    )
+    p = script_parser(__doc__)
     p.add_argument("--trickle-connections", type=int, default=1000, help="trickling connections (1000)")
     p.add_argument("--trickle-seconds", type=float, default=30.0, help="how long they trickle (30)")
     p.add_argument("--trickle-rounds", type=int, default=3, help="trickle rounds (3)")

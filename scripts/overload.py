@@ -51,6 +51,7 @@ from bench.loadgen import (  # noqa: E402
     quantile,
     requests_with_status,
     scrape,
+    script_parser,
     send,
     start_server,
     thread_cpu,
@@ -517,16 +518,7 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--model-dir",
-        default=os.environ.get("SENTIMENT_MODEL_DIR", str(REPO / "artifacts" / "latest")),
-        help="artifact to serve (default: $SENTIMENT_MODEL_DIR, else artifacts/latest)",
-    )
+    p = script_parser(__doc__)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of overload (default 60)")
     p.add_argument("--factor", type=float, default=10.0, help="offered load as a multiple of capacity (10)")
     p.add_argument("--clients", type=int, default=64, help="closed-loop clients for baseline and recovery")

@@ -25,7 +25,6 @@ a check fails.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import json
@@ -50,6 +49,7 @@ from bench.loadgen import (  # noqa: E402
     load_requests,
     pinned_to,
     quantile,
+    script_parser,
     start_server,
 )
 
@@ -248,16 +248,7 @@ def write_report(res: dict[str, Any], name: str) -> Path:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--model-dir",
-        default=os.environ.get("SENTIMENT_MODEL_DIR", str(REPO / "artifacts" / "latest")),
-        help="artifact to serve (default: $SENTIMENT_MODEL_DIR, else artifacts/latest)",
-    )
+    p = script_parser(__doc__)
     p.add_argument("--clients", type=int, default=64, help="closed-loop clients, 1 text each (64)")
     p.add_argument("--load-seconds", type=float, default=5.0, help="load before the signal (5)")
     p.add_argument(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -41,3 +41,19 @@ def tensors(
     for batch in batches:
         x, lengths = pad([ids[i] for i in batch])
         yield x, lengths, torch.tensor([labels[i] for i in batch], dtype=torch.long), batch
+
+
+@torch.no_grad()
+def score_in_batches(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ids: Sequence[Sequence[int]],
+    classes: int,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """fn(ids, lengths) over length-sorted batches; rows come back in the original order (float, CPU)."""
+    out = torch.empty(len(ids), classes)
+    for x, lengths, _, idx in tensors(
+        ids, [0] * len(ids), bucketed_batches([len(i) for i in ids], batch_size, shuffle=False)
+    ):
+        out[idx] = fn(x, lengths).float().cpu()
+    return out

@@ -19,22 +19,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from model.network import SentimentLSTM
-from training.batching import bucketed_batches, tensors
+from training.batching import bucketed_batches, score_in_batches, tensors
 from training.evaluate import fit_temperature
 
 log = logging.getLogger("training")
 WEIGHTS = [round(0.1 * i, 1) for i in range(0, 81)]  # candidate bag weights, 0 = LSTM alone
 
 
-@torch.no_grad()
 def ngram_logits(model: SentimentLSTM, ids: Sequence[Sequence[int]], batch_size: int = 256) -> torch.Tensor:
     model.eval()
-    out = torch.empty(len(ids), model.ngram_head.out_features)
-    for x, lengths, _, idx in tensors(
-        ids, [0] * len(ids), bucketed_batches([len(i) for i in ids], batch_size, shuffle=False)
-    ):
-        out[idx] = model.ngram_logits(x, lengths)
-    return out
+    return score_in_batches(model.ngram_logits, ids, model.ngram_head.out_features, batch_size)
 
 
 def train_ngram_bag(

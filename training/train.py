@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from model.network import NetworkConfig, SentimentLSTM
 from model.tokenizer import token_ids, train_tokenizer
 from training import distributed
-from training.batching import bucketed_batches, tensors
+from training.batching import bucketed_batches, score_in_batches, tensors
 from training.config import TrainConfig
 from training.data import Split, file_checksums, load_builtin, load_user_files
 from training.embeddings import (
@@ -102,19 +102,14 @@ def lr_lambda(total_steps: int, warmup_fraction: float):
     return f
 
 
-@torch.no_grad()
 def predict_logits(
     model: torch.nn.Module, ids: list[list[int]], device: torch.device, batch_size: int = 256
 ) -> torch.Tensor:
     """Logits in the original order (batches are length-sorted internally)."""
     model.eval()
-    out = torch.empty(len(ids), model.classifier.out_features)
-    dummy = [0] * len(ids)
-    for x, lengths, _, idx in tensors(
-        ids, dummy, bucketed_batches([len(i) for i in ids], batch_size, shuffle=False)
-    ):
-        out[idx] = model(x.to(device), lengths).float().cpu()
-    return out
+    return score_in_batches(
+        lambda x, lengths: model(x.to(device), lengths), ids, model.classifier.out_features, batch_size
+    )
 
 
 @dataclass
