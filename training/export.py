@@ -156,6 +156,25 @@ def model_card(meta: dict) -> str:
             )
             + "."
         )
+    d = meta.get("distillation")
+    if d:
+        t, x = d["teacher"], d["transfer_set"]
+        acc = ", ".join(f"{k} {v:.4f}" for k, v in t["accuracy"].items())
+        lines += [
+            "",
+            "## Distillation",
+            "",
+            f"- Teacher: `{t['source']}` ({(t['parameters'] or 0) / 1e6:.1f} M parameters, weights sha256 "
+            f"`{t['weights_sha256'][:16]}…`), fine-tuned {t['settings']['epochs']} epochs on the training "
+            f"split; its accuracy: {acc}.",
+            f"- Transfer set: {x['size']} texts ("
+            + ", ".join(f"{k} {v}" for k, v in x["counts"].items())
+            + f"), sha256 `{x['sha256'][:16]}…`; teacher logits sha256 `{d['labels']['sha256'][:16]}…`.",
+            f"- Student loss: {meta['training']['distil_loss']} on the teacher's logits + "
+            f"{meta['training']['distil_alpha']} × cross-entropy on gold labels.",
+        ]
+    if meta.get("command"):
+        lines += ["", f"Trained with `{meta['command']}` at commit `{meta.get('code_commit')}`."]
     lines += [
         "",
         "## Behavioural report (hand-written cases; a report, not a gate)",
@@ -179,7 +198,22 @@ def model_card(meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_artifact(result: TrainResult, cfg: TrainConfig, staging: Path, run_name: str) -> dict:
+def code_commit() -> str | None:
+    """The git commit of this checkout (with "-dirty" when files differ from it), or None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def write_artifact(
+    result: TrainResult, cfg: TrainConfig, staging: Path, run_name: str, command: str | None = None
+) -> dict:
     """Write model, tokenizer, plot, card and meta into `staging` and check parity."""
     eager = result.model.cpu().eval()
     scripted = torch.jit.script(eager)
@@ -215,6 +249,9 @@ def write_artifact(result: TrainResult, cfg: TrainConfig, staging: Path, run_nam
         "network": eager.config.to_dict(),
         "training": cfg.to_dict(),
         "training_seconds": round(result.seconds, 1),
+        "command": command,
+        "code_commit": code_commit(),
+        "distillation": result.distillation,
         "device": result.device,
         "world_size": result.world_size,
         "dataset": {

@@ -1,4 +1,8 @@
-"""The training loop: data -> tokenizer -> SentimentLSTM -> best weights -> calibrated artifact."""
+"""Training as a pipeline of named stages, run top to bottom by `train()`:
+
+data -> vocabulary and embeddings -> network -> n-gram bag -> [teacher -> transfer set -> teacher
+labels] -> student -> calibration; export (training/export.py) writes the artifact. The teacher
+stages run only with --teacher (training/distil.py); without it the student learns the gold labels."""
 
 from __future__ import annotations
 
@@ -14,22 +18,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from model.network import NetworkConfig, SentimentLSTM
-from model.tokenizer import token_ids, train_tokenizer
+from model.tokenizer import token_ids
 from training import distributed
 from training.batching import bucketed_batches, score_in_batches, tensors
 from training.config import TrainConfig
 from training.data import Split, file_checksums, load_builtin, load_user_files
-from training.embeddings import (
-    extend_vocabulary,
-    init_embedding,
-    train_word2vec,
-    tune_with_bag_of_words,
-)
+from training.distil import Targets, distillation_targets, gold_targets
 from training.evaluate import classification_report, fit_temperature
 from training.ngrams import fit_ngram_weight, ngram_logits, train_ngram_bag
+from training.progress import progress
+from training.transfer import NO_LABEL
+from training.vocabulary import Vocabulary, vocabulary_stage
 
 log = logging.getLogger("training")
 LABELS = ["negative", "positive"]
@@ -126,11 +127,60 @@ class TrainResult:
     device: str = "cpu"
     world_size: int = 1
     rank: int = 0
+    distillation: dict | None = None
 
 
 def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
-    """Train and calibrate. Under torchrun every rank runs this; only rank 0's result is exported."""
+    """Run the stages. Under torchrun every rank runs this; only rank 0's result is exported."""
     t_start = time.perf_counter()
+    ctx, device = setup(cfg)
+    show = cfg.progress and ctx.is_main
+    if not ctx.is_main:
+        metrics_path = None
+        log.setLevel(logging.WARNING)
+
+    splits = load_splits(cfg)  # data
+    checksums = file_checksums(sorted({str(s.path) for s in splits.values() if s.path is not None}))
+    log.info("data: %s", ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+    corpus = unlabelled_corpus(cfg, splits) if cfg.embeddings == "word2vec" or cfg.teacher else []
+    checksums.update(file_checksums(sorted({str(s.path) for s in corpus if s.path is not None})))
+
+    vocab = vocabulary_stage(
+        cfg, splits, corpus, threads=cfg.threads or torch.get_num_threads(), show_progress=show
+    )
+    encoded = {name: token_ids(vocab.tokenizer, s.texts)[0] for name, s in splits.items()}
+    model = network_stage(cfg, vocab)
+    bag_info = ngram_stage(cfg, model, encoded, splits, show) if cfg.ngram_buckets else None
+    if cfg.teacher:  # teacher -> transfer set -> teacher labels
+        targets = distillation_targets(cfg, splits, vocab, corpus[1:], device, show_progress=show)
+    else:
+        targets = gold_targets(encoded["train"], splits["train"].labels)
+    history, best_epoch = student_stage(cfg, model, targets, encoded["val"], splits["val"].labels, device,
+                                        ctx, metrics_path)
+    distributed.cleanup(ctx)
+    model = model.cpu().eval()
+    if cfg.half_embeddings:
+        model.half_tables()  # evaluated and calibrated as stored
+    metrics, temperature = calibration_stage(model, encoded, splits, bag_info)
+    metrics["best_epoch"] = best_epoch
+    return TrainResult(
+        model=model,
+        tokenizer=vocab.tokenizer,
+        temperature=temperature,
+        metrics=metrics,
+        history=history,
+        encoded=encoded,
+        splits=splits,
+        checksums=checksums,
+        seconds=time.perf_counter() - t_start,
+        device=str(device),
+        world_size=ctx.world_size,
+        rank=ctx.rank,
+        distillation=targets.info or None,
+    )
+
+
+def setup(cfg: TrainConfig) -> tuple[distributed.DistContext, torch.device]:
     ctx = distributed.context_from_env()
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -138,42 +188,14 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device, ctx.local_rank)
     distributed.init(ctx, device)
-    if not ctx.is_main:
-        metrics_path = None
-        log.setLevel(logging.WARNING)
-    use_amp = cfg.amp and device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    return ctx, device
 
-    splits = load_splits(cfg)
-    checksums = file_checksums(sorted({str(s.path) for s in splits.values() if s.path is not None}))
-    log.info("data: %s", ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
 
-    tokenizer = train_tokenizer(
-        splits["train"].texts,
-        vocab_size=cfg.vocab_size,
-        min_frequency=cfg.min_frequency,
-        max_length=cfg.max_length,
-    )
-    vectors = None
-    if cfg.embeddings == "word2vec":
-        corpus = unlabelled_corpus(cfg, splits)
-        checksums.update(file_checksums(sorted({str(s.path) for s in corpus if s.path is not None})))
-        vectors = train_word2vec(
-            tokenizer,
-            [t for s in corpus for t in s.texts],
-            dim=cfg.embed_dim,
-            epochs=cfg.w2v_epochs,
-            min_count=cfg.w2v_min_count,
-            seed=cfg.seed,
-            workers=cfg.threads or torch.get_num_threads(),
-        )
-        extend_vocabulary(tokenizer, vectors, cfg.vocab_size)
-    encoded = {name: token_ids(tokenizer, s.texts)[0] for name, s in splits.items()}
-    log.info("vocabulary: %d tokens, max length %d", tokenizer.get_vocab_size(), cfg.max_length)
-
+def network_stage(cfg: TrainConfig, vocab: Vocabulary) -> SentimentLSTM:
     net_cfg = NetworkConfig(
-        vocab_size=tokenizer.get_vocab_size(),
+        vocab_size=vocab.tokenizer.get_vocab_size(),
         num_classes=len(LABELS),
         embed_dim=cfg.embed_dim,
         hidden_dim=cfg.hidden_dim,
@@ -185,44 +207,64 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         ngram_dim=cfg.ngram_dim,
     )
     model = SentimentLSTM(net_cfg)
-    if vectors is not None:
-        hits = init_embedding(model.embedding, tokenizer, vectors)
-        log.info("embeddings: %d of %d words start from word2vec vectors", hits, net_cfg.vocab_size)
-        if cfg.bow_epochs:
-            labelled = corpus  # training text only: never a validation or test split
-            t0 = time.perf_counter()
-            bow_acc = tune_with_bag_of_words(
-                model.embedding.weight,
-                [i for s in labelled for i in token_ids(tokenizer, s.texts)[0]],
-                [y for s in labelled for y in s.labels],
-                epochs=cfg.bow_epochs,
-                lr=cfg.bow_lr,
-                seed=cfg.seed,
-                progress=cfg.progress and ctx.is_main,
-            )
-            log.info(
-                "embeddings: bag-of-words sentiment tuning on %d reviews, train accuracy %.3f, %.0f s",
-                sum(map(len, labelled)),
-                bow_acc,
-                time.perf_counter() - t0,
-            )
-    bag_info: dict | None = None
-    if cfg.ngram_buckets:
-        bag_info = train_ngram_bag(
-            model,
-            encoded["train"],
-            splits["train"].labels,
-            encoded["val"],
-            splits["val"].labels,
-            epochs=cfg.ngram_epochs,
-            lr=cfg.ngram_lr,
-            seed=cfg.seed,
-            progress=cfg.progress and ctx.is_main,
-        )
+    if vocab.vectors is not None:
+        with torch.no_grad():
+            model.embedding.weight.copy_(vocab.vectors)
+    return model
+
+
+def ngram_stage(
+    cfg: TrainConfig, model: SentimentLSTM, encoded: dict[str, list[list[int]]], splits: dict[str, Split],
+    show: bool,
+) -> dict:
+    return train_ngram_bag(
+        model,
+        encoded["train"],
+        splits["train"].labels,
+        encoded["val"],
+        splits["val"].labels,
+        epochs=cfg.ngram_epochs,
+        lr=cfg.ngram_lr,
+        seed=cfg.seed,
+        progress=show,
+    )
+
+
+def student_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None):
+    """Gold labels alone; or the teacher's logits (MSE, or KL at a temperature) on every text plus
+    distil_alpha x the gold-label cross-entropy on the texts that have one."""
+    logits = logits.float()
+    if soft is None:
+        return F.cross_entropy(logits, y)
+    if cfg.distil_loss == "mse":
+        loss = F.mse_loss(logits, soft)
+    else:
+        t = cfg.distil_temperature
+        loss = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(soft / t, 1), reduction="batchmean") * t * t
+    gold = y != NO_LABEL
+    if cfg.distil_alpha and bool(gold.any()):
+        loss = loss + cfg.distil_alpha * F.cross_entropy(logits[gold], y[gold])
+    return loss
+
+
+def student_stage(
+    cfg: TrainConfig,
+    model: SentimentLSTM,
+    targets: Targets,
+    val_ids: list[list[int]],
+    val_labels_list: list[int],
+    device: torch.device,
+    ctx: distributed.DistContext,
+    metrics_path: Path | None,
+) -> tuple[list[dict], int]:
+    """Train the LSTM on the targets; keep the weights (moving average) of the best validation epoch."""
+    use_amp = cfg.amp and device.type == "cuda"
     model = model.to(device)
     # The embedding table is most of the parameters but a batch touches few rows: sparse
     # gradients with SparseAdam update only those rows, several times faster than dense AdamW.
-    train_embedding = cfg.embed_lr > 0 or vectors is None  # random vectors must be learned
+    embed_lr = cfg.effective_embed_lr()
+    pretrained = cfg.embeddings == "word2vec"
+    train_embedding = embed_lr > 0 or not pretrained  # random vectors must be learned
     # DDP all-reduces dense gradients on every backend; sparse ones only on some.
     sparse = train_embedding and not ctx.enabled
     model.embedding.sparse = sparse
@@ -232,7 +274,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ]
     if train_embedding:
-        embed_params, embed_lr = [model.embedding.weight], cfg.embed_lr or cfg.lr
+        embed_params, embed_lr = [model.embedding.weight], embed_lr or cfg.lr
         optimizers.append(
             torch.optim.SparseAdam(embed_params, lr=embed_lr)
             if sparse
@@ -244,7 +286,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         step_model = DistributedDataParallel(model, device_ids=ids)
         torch.manual_seed(cfg.seed + ctx.rank)  # different dropout masks per rank
     batch_size = ctx.per_rank_batch_size(cfg.batch_size)
-    train_ids, train_labels = encoded["train"], splits["train"].labels
+    train_ids, train_labels, soft = targets.ids, targets.labels, targets.teacher
     steps_per_epoch = len(ctx.shard(bucketed_batches([len(i) for i in train_ids], batch_size, shuffle=False)))
     schedule = lr_lambda(steps_per_epoch * cfg.epochs, cfg.warmup_fraction)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
@@ -260,7 +302,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     )
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     rng = random.Random(cfg.seed)
-    val_labels = torch.tensor(splits["val"].labels)
+    val_labels = torch.tensor(val_labels_list)
 
     best_state, best_acc, best_epoch, history = None, -1.0, 0, []
     for epoch in range(1, cfg.epochs + 1):
@@ -268,20 +310,17 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         t_epoch = time.perf_counter()
         batches = bucketed_batches([len(i) for i in train_ids], batch_size, shuffle=True, rng=rng)
         batches = ctx.shard(batches)  # the same rng on every rank: disjoint shares of one order
-        seen = correct = 0
+        seen = labelled = correct = steps = 0
         loss_sum = 0.0
-        bar = tqdm(
-            total=sum(map(len, batches)),
-            desc=f"epoch {epoch}/{cfg.epochs}",
-            unit="ex",
-            disable=not (cfg.progress and ctx.is_main),
-            dynamic_ncols=True,
+        bar = progress(
+            sum(map(len, batches)), f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress and ctx.is_main
         )
-        for x, lengths, y, _ in tensors(train_ids, train_labels, batches):
+        for x, lengths, y, idx in tensors(train_ids, train_labels, batches):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            t = soft[idx].to(device, non_blocking=True) if soft is not None else None
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 logits = step_model(x, lengths)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = student_loss(cfg, logits, y, t)
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -296,24 +335,29 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
             if ema is not None:
                 ema.update_parameters(model)
             n = len(y)
+            steps += 1
+            gold = y != NO_LABEL
             seen += n
+            labelled += int(gold.sum())
             loss_sum += float(loss.detach()) * n
-            correct += int((logits.argmax(1) == y).sum())
+            correct += int((logits.argmax(1)[gold] == y[gold]).sum())
             bar.update(n)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / max(1, labelled):.4f}")
         bar.close()
         scored = ema.module if ema is not None else model
-        val_logits = predict_logits(scored, encoded["val"], device)
+        val_logits = predict_logits(scored, val_ids, device)
         val_acc = float((val_logits.argmax(1) == val_labels).float().mean())
         val_loss = float(F.cross_entropy(val_logits, val_labels))
         row = {
             "epoch": epoch,
             "train_loss": round(loss_sum / seen, 5),
-            "train_accuracy": round(correct / seen, 5),
+            "train_accuracy": round(correct / max(1, labelled), 5),  # on the texts with a gold label
             "val_loss": round(val_loss, 5),
             "val_accuracy": round(val_acc, 5),
             "lr": optimizers[0].param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - t_epoch, 2),
+            "steps": steps,  # optimiser steps, and the examples this process saw (its shard under DDP)
+            "examples": seen,
         }
         history.append(row)
         if metrics_path is not None:
@@ -326,15 +370,20 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         elif epoch - best_epoch >= cfg.patience:
             log.info("early stopping: no validation improvement for %d epochs", cfg.patience)
             break
-
     assert best_state is not None
-    distributed.cleanup(ctx)
     model.load_state_dict(best_state)
-    model = model.cpu().eval()
+    return history, best_epoch
+
+
+def calibration_stage(
+    model: SentimentLSTM, encoded: dict[str, list[list[int]]], splits: dict[str, Split], bag_info: dict | None
+) -> tuple[dict, float]:
+    """Add the n-gram bag with its fitted weight, fit the temperature on val, report every split."""
     cpu = torch.device("cpu")
     eval_names = [name for name in splits if name != "train"]
+    val_labels = torch.tensor(splits["val"].labels)
     logits = {name: predict_logits(model, encoded[name], cpu) for name in eval_names}
-    metrics: dict = {"best_epoch": best_epoch}
+    metrics: dict = {}
     if bag_info is not None:
         # The LSTM was trained and evaluated with the bag's weight at 0; now add the bag.
         bag = {name: ngram_logits(model, encoded[name]) for name in eval_names}
@@ -354,17 +403,4 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     metrics["temperature"] = round(temperature, 4)
     for name in eval_names:
         metrics[name] = classification_report(logits[name], torch.tensor(splits[name].labels), temperature)
-    return TrainResult(
-        model=model,
-        tokenizer=tokenizer,
-        temperature=temperature,
-        metrics=metrics,
-        history=history,
-        encoded=encoded,
-        splits=splits,
-        checksums=checksums,
-        seconds=time.perf_counter() - t_start,
-        device=str(device),
-        world_size=ctx.world_size,
-        rank=ctx.rank,
-    )
+    return metrics, temperature

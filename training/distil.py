@@ -1,0 +1,151 @@
+"""Distillation targets: teacher -> transfer set -> the teacher's logits on it (each stage cached).
+
+The student (training/train.py) then learns these logits (Tang et al. 2019: MSE between logits), plus
+the gold label where a text has one."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.tokenizer import UNK_TOKEN, token_ids
+from training.cache import CacheError, Stage, content_hash, finished_stages
+from training.config import TrainConfig
+from training.data import Split
+from training.embeddings import pre_tokenize
+from training.teacher import TeacherSettings, logits_for, teacher_stage
+from training.transfer import NO_LABEL, TRANSFER_FILE, AugmentSettings, TransferSet, load, transfer_stage
+from training.vocabulary import Vocabulary
+
+log = logging.getLogger("training")
+LOGITS = "logits.pt"
+
+
+@dataclass
+class Targets:
+    """What the student trains on: token ids, gold labels (NO_LABEL where none) and, when distilling,
+    the teacher's logits for the same rows."""
+
+    ids: list[list[int]]
+    labels: list[int]
+    teacher: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def gold_targets(ids: list[list[int]], labels: list[int]) -> Targets:
+    return Targets(ids, list(labels))
+
+
+def _labelled_before(cache_root: Path, teacher_key: str, skip: Path) -> dict[str, torch.Tensor]:
+    """Logits this teacher gave earlier transfer sets (a changed augmentation setting keeps most texts)."""
+    memo: dict[str, torch.Tensor] = {}
+    for st in finished_stages(cache_root, "labels"):
+        if st.inputs.get("teacher") != teacher_key or st.dir == skip:
+            continue
+        source = cache_root / f"transfer-{st.inputs.get('transfer')}" / TRANSFER_FILE
+        try:
+            if not (st.done() and source.exists()):
+                continue
+        except CacheError as e:
+            log.warning("teacher labels: not reusing %s: %s", st.dir, e)
+            continue
+        logits = torch.load(st.dir / LOGITS, weights_only=True)
+        texts = load(source).texts
+        if len(texts) == len(logits):
+            memo.update(zip(texts, logits, strict=True))
+    return memo
+
+
+def labels_stage(
+    cache_root: Path, teacher: Stage, transfer: Stage, ts: TransferSet, model: Any, tokenizer: Any,
+    device: torch.device, *, max_length: int, show_progress: bool,
+) -> tuple[Stage, torch.Tensor]:
+    stage = Stage(cache_root, "labels", {"teacher": teacher.key, "transfer": transfer.key})
+    if stage.done():
+        logits = torch.load(stage.dir / LOGITS, weights_only=True)
+        log.info("teacher labels: cached in %s (%d rows)", stage.dir, len(logits))
+        return stage, logits
+    t0 = time.perf_counter()
+    memo = _labelled_before(cache_root, teacher.key, stage.dir)
+    todo = [i for i, t in enumerate(ts.texts) if t not in memo]
+    log.info("teacher labels: %d texts to label (%d known from earlier runs)", len(todo), len(ts) - len(todo))
+    mask = tokenizer.mask_token or UNK_TOKEN
+    fresh = logits_for(
+        model, tokenizer, [ts.texts[i].replace(UNK_TOKEN, mask) for i in todo], device,
+        max_length=max_length, desc="teacher labels", show_progress=show_progress,
+    )
+    logits = torch.empty(len(ts), fresh.size(1) if len(todo) else 2)
+    for j, i in enumerate(todo):
+        logits[i] = fresh[j]
+    for i, t in enumerate(ts.texts):
+        if t in memo:
+            logits[i] = memo[t]
+    torch.save(logits, stage.start() / LOGITS)
+    seconds = round(time.perf_counter() - t0, 1)
+    stage.finish([LOGITS], {"rows": len(logits), "labelled": len(todo), "seconds": seconds})
+    return stage, logits
+
+
+def distillation_targets(
+    cfg: TrainConfig, splits: dict[str, Split], vocab: Vocabulary, unlabelled: list[Split],
+    device: torch.device, *, show_progress: bool,
+) -> Targets:
+    """Fine-tune (or reuse) the teacher, build the transfer set, label it; return student targets."""
+    assert cfg.teacher
+    root = cfg.cache_root()
+    train = splits["train"]
+    evals = {n: s for n, s in splits.items() if n != "train" and not (n == "val" and "dev" in splits)}
+    settings = TeacherSettings(
+        max_length=cfg.teacher_max_length, epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch_size,
+        lr=cfg.teacher_lr, seed=cfg.seed,
+    )
+    t_stage, model, tokenizer = teacher_stage(
+        cfg.teacher, (train.texts, train.labels), content_hash(train.texts, train.labels),
+        {n: (s.texts, s.labels) for n, s in evals.items()}, settings, root, device,
+        show_progress=show_progress,
+    )
+    aug = AugmentSettings(
+        variants=cfg.augment_variants, p_mask=cfg.p_mask, p_replace=cfg.p_replace, p_ngram=cfg.p_ngram,
+        unlabelled=cfg.unlabelled_sentences, seed=cfg.seed,
+    )
+    tok = vocab.tokenizer
+    train_words = pre_tokenize(tok, train.texts)
+    reviews = [w for s in unlabelled for w in pre_tokenize(tok, s.texts)] if aug.unlabelled else []
+    upstream = {
+        "train": content_hash(train.texts, train.labels),
+        "unlabelled": [content_hash(s.texts) for s in unlabelled] if aug.unlabelled else [],
+        "vocabulary": vocab.key,  # the neighbours used for replacement
+    }
+    x_stage, ts = transfer_stage(root, upstream, train_words, train.labels, reviews, vocab.neighbours, aug)
+    l_stage, logits = labels_stage(
+        root, t_stage, x_stage, ts, model, tokenizer, device, max_length=cfg.teacher_max_length,
+        show_progress=show_progress,
+    )
+    ids = token_ids(tok, ts.texts)[0]
+    agree = [int(logits[i].argmax()) == y for i, y in enumerate(ts.labels) if y != NO_LABEL]
+    info = {
+        "teacher": {
+            "source": cfg.teacher,
+            "weights_sha256": t_stage.inputs["weights"],
+            "fine_tuned_sha256": t_stage.checksums(),
+            "accuracy": t_stage.info().get("metrics", {}),
+            "parameters": t_stage.info().get("parameters"),
+            "seconds": t_stage.info().get("seconds"),
+            "settings": t_stage.inputs["settings"],
+            "cache_key": t_stage.key,
+        },
+        "transfer_set": {
+            "size": len(ts), "counts": ts.counts(), "settings": x_stage.inputs["settings"],
+            "sha256": x_stage.checksums()[TRANSFER_FILE], "cache_key": x_stage.key,
+        },
+        "labels": {"sha256": l_stage.checksums()[LOGITS], "cache_key": l_stage.key,
+                   "teacher_train_agreement": round(sum(agree) / max(1, len(agree)), 5)},
+    }
+    log.info("distillation: %d transfer texts %s; teacher accuracy %s", len(ts), ts.counts(),
+             info["teacher"]["accuracy"])
+    return Targets(ids, ts.labels, logits, info)
