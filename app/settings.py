@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,8 +19,9 @@ class Settings(BaseSettings):
 
     # model
     model_dir: Path = Field(
-        Path("artifacts"),
-        description="artifact directory, or a parent whose `latest` symlink points at one",
+        Path("models/default"),
+        description="artifact directory, or a parent whose `latest` symlink points at one (default: the "
+        "distilled SST-2 model shipped in the repository; `artifacts` serves your latest training run)",
     )
     # batching
     max_batch_size: int = Field(64, ge=1, description="most texts in one forward pass (1 turns batching off)")
@@ -140,8 +140,3 @@ class Settings(BaseSettings):
         except AttributeError:  # not on Linux
             cpus = os.cpu_count() or 1
         return max(1, cpus // self.workers)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
