@@ -1,12 +1,15 @@
 """Token attributions for `POST /predict` with `"explain": true`, by occlusion.
 
 A token's score is p(target | text) − p(target | text without that token), where `target` is the
-label predicted for the full text: positive scores pushed the prediction towards `target`. The
-occluded variants are extra sequences in the same batcher, so they share forward passes with
-everything else (docs/ARCHITECTURE.md says why occlusion and why deletion rather than [UNK]).
+label the response gives the text and p is scored as the plain path scores it: the pieces the text
+was planned into (app/long_text.py: one, or several chunks in chunk mode), aggregated. Deleting a
+token changes only the chunk it is in; the text is re-aggregated with that chunk's new row. Positive
+scores pushed the prediction towards `target`. The occluded variants are extra sequences in the same
+batcher, so they share forward passes with everything else (docs/ARCHITECTURE.md says why occlusion
+and why deletion rather than [UNK]).
 
-Cost: a text with n explained tokens is 1 + n sequences (n <= SENTIMENT_MAX_EXPLAIN_TOKENS, the
-first n tokens). Fairness: explain requests go through `ExplainLane`, which lets at most about
+Cost: a text in k pieces with n explained tokens is k + n sequences (n <= SENTIMENT_MAX_EXPLAIN_TOKENS,
+the first n tokens). Fairness: explain requests go through `ExplainLane`, which lets at most about
 SENTIMENT_EXPLAIN_QUEUE_TEXTS of their sequences into the batcher's FIFO queue at a time. The rest
 wait outside it, so a plain request never queues behind more than that (about two batches by
 default) however many explain requests are waiting; the lane keeps one batch computing and one
@@ -27,6 +30,7 @@ from tokenizers import Tokenizer
 
 from app.batcher import Batcher, InferFn, Job, Overloaded
 from app.errors import ApiError
+from app.long_text import AGGREGATION, Plan, aggregate
 from app.settings import Settings
 from model.alignment import MAX_WIDEN, pieces, repair_offsets
 from model.tokenizer import UNK_ID
@@ -44,20 +48,35 @@ AwaitJob = Callable[[Request, "Service", Any], Awaitable[Any]]
 
 @dataclass(slots=True)
 class Explained:
-    """One text: the ids the model reads, the explained tokens and where they are in the text."""
+    """One text: the pieces the plain path scored, the explained tokens and where they are in the text."""
 
-    ids: list[int]
+    chunks: list[list[int]]  # the ids of the pieces whose aggregate is the text's score, in text order
     tokens: list[str]  # the first `explained` tokens as the model reads them ([UNK] when unknown)
     offsets: list[tuple[int, int]]  # their character spans in the original text
     total: int  # tokens in the whole text, also those beyond the model's max length
 
+    @property
+    def sequences(self) -> int:
+        """Sequences this text costs: its pieces, then one per explained token."""
+        return len(self.chunks) + len(self.tokens)
 
-def prepare(tokenizer: Tokenizer, texts: Sequence[str], max_tokens: int) -> list[Explained]:
-    """Tokenize like the plain path (model/tokenizer.token_ids: same ids, truncation, [UNK] for an
-    empty text) and locate the first `max_tokens` tokens in each original text."""
+
+def chunk_ids(plan: Plan) -> list[list[list[int]]]:
+    """Per text, the ids of the pieces its score aggregates (not its sentences)."""
+    return [[plan.ids[i] for i in t.chunk_pieces] for t in plan.texts]
+
+
+def prepare(
+    tokenizer: Tokenizer, texts: Sequence[str], max_tokens: int, chunks: Sequence[list[list[int]]]
+) -> list[Explained]:
+    """Locate the first `max_tokens` scored tokens of each text in the original text. `chunks` are the
+    plain path's pieces (`chunk_ids`): consecutive token spans from the text's first token, so the
+    truncating encoding here (the first max_length tokens) is their prefix."""
     out = []
-    for text, enc in zip(texts, tokenizer.encode_batch(list(texts), add_special_tokens=False), strict=True):
-        n = min(len(enc.ids), max_tokens)
+    encs = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    for text, enc, pieces_ids in zip(texts, encs, chunks, strict=True):
+        # Not beyond the scored part: with max_chunks, chunk mode may score fewer than max_length tokens.
+        n = min(len(enc.ids), max_tokens, sum(len(c) for c in pieces_ids))
         tokens, offsets = list(enc.tokens[:n]), enc.offsets[:n]
         if n:
             # Only the explained part of a long text is re-tokenized; the margin keeps a word cut at
@@ -65,7 +84,7 @@ def prepare(tokenizer: Tokenizer, texts: Sequence[str], max_tokens: int) -> list
             words = pieces(tokenizer, text[: offsets[-1][1] + 2 * MAX_WIDEN])
             offsets = repair_offsets(tokenizer, text, tokens, offsets, words)
         total = len(enc.ids) + sum(len(o.ids) for o in enc.overflowing)
-        out.append(Explained(list(enc.ids) or [UNK_ID], tokens, list(offsets), total))
+        out.append(Explained(pieces_ids, tokens, list(offsets), total))
     return out
 
 
@@ -75,14 +94,43 @@ def occlusions(ids: list[int], n: int) -> list[list[int]]:
     return [ids[:j] + ids[j + 1 :] or [UNK_ID] for j in range(n)]
 
 
-def explanation(item: Explained, rows: list[list[float]], labels: list[str]) -> dict[str, Any]:
-    """The response's `explanation` from the rows of [full text, *occlusions]."""
-    full = rows[0]
-    target = max(range(len(full)), key=full.__getitem__)
-    p = full[target]
+def chunk_occlusions(chunks: list[list[int]], n: int) -> list[tuple[int, list[int]]]:
+    """(chunk index, that chunk with the token deleted) for each of the text's first n tokens."""
+    out: list[tuple[int, list[int]]] = []
+    for c, ids in enumerate(chunks):
+        k = min(n - len(out), len(ids))
+        if k <= 0:
+            break
+        out += [(c, seq) for seq in occlusions(ids, k)]
+    return out
+
+
+def full_row(item: Explained, rows: list[list[float]]) -> list[float]:
+    """The text's probabilities from its chunks' rows (the first len(chunks) rows), as the plain path."""
+    return aggregate(rows[: len(item.chunks)], [len(c) for c in item.chunks], AGGREGATION)
+
+
+def explanation(item: Explained, rows: list[list[float]], labels: list[str], target: int) -> dict[str, Any]:
+    """The response's `explanation` of label index `target` (the prediction's label) from the rows of
+    [*chunks, *occlusions]."""
+    k = len(item.chunks)
+    chunk_rows, weights = rows[:k], [len(c) for c in item.chunks]
+    p = full_row(item, rows)[target]
+    scores = []
+    for (c, _), row in zip(chunk_occlusions(item.chunks, len(item.tokens)), rows[k:], strict=True):
+        if k == 1:
+            occluded = row
+        else:  # the text with the token deleted: its chunk's row replaced, one token lighter, re-aggregated
+            # (a chunk left empty weighs 0: the text is then its other chunks, not them plus [UNK])
+            occluded = aggregate(
+                [row if i == c else r for i, r in enumerate(chunk_rows)],
+                [w - 1 if i == c else w for i, w in enumerate(weights)],
+                AGGREGATION,
+            )
+        scores.append(round(p - occluded[target], 6))
     tokens = [
-        {"token": tok, "start": s, "end": e, "score": round(p - row[target], 6)}
-        for tok, (s, e), row in zip(item.tokens, item.offsets, rows[1:], strict=True)
+        {"token": tok, "start": s, "end": e, "score": score}
+        for tok, (s, e), score in zip(item.tokens, item.offsets, scores, strict=True)
     ]
     return {
         "method": METHOD,
@@ -143,8 +191,8 @@ class ExplainJob:
     """All texts of one explain request, one batcher job per text as the lane admits them.
 
     Quacks like `app.batcher.Job` for the route (`future`, `drop()`, `batch_ids`): `future` resolves
-    to the full texts' probability rows in input order, so predictions render as for plain requests;
-    `explanations(labels)` is ready with it."""
+    to the texts' (aggregated) probability rows in input order, as a plain job's reassembled rows;
+    `explanations(labels, targets)` is ready with it."""
 
     def __init__(
         self,
@@ -157,7 +205,7 @@ class ExplainJob:
         self.items = items
         self.batch_ids: list[int] = []
         self._lane, self._batcher, self._infer, self._settings = lane, batcher, infer, settings
-        self._weights = [1 + len(item.tokens) for item in items]
+        self._weights = [item.sequences for item in items]
         self._unfinished = set(range(len(items)))
         self._rows: list[list[list[float]]] = [[] for _ in items]
         self._jobs: list[Job] = []
@@ -179,7 +227,8 @@ class ExplainJob:
                 self.future.cancel()
         else:
             if not self.future.done():
-                self.future.set_result([rows[0] for rows in self._rows])
+                rows = zip(self.items, self._rows, strict=True)
+                self.future.set_result([full_row(item, item_rows) for item, item_rows in rows])
         finally:
             # texts never started (cancelled while waiting, or before their task ran) leave the backlog
             self._lane.backlog -= sum(self._weights[i] for i in self._unfinished)
@@ -190,7 +239,8 @@ class ExplainJob:
         await self._lane.acquire(weight)
         try:
             try:
-                seqs = [item.ids, *occlusions(item.ids, len(item.tokens))]
+                occluded = chunk_occlusions(item.chunks, len(item.tokens))
+                seqs = [*item.chunks, *(seq for _, seq in occluded)]
                 job = self._batcher.submit(seqs, self._infer)
             except Overloaded as e:
                 s = self._settings
@@ -217,35 +267,47 @@ class ExplainJob:
         if not self.future.done():
             self.future.cancel()
 
-    def explanations(self, labels: list[str]) -> list[dict[str, Any]]:
-        return [explanation(item, rows, labels) for item, rows in zip(self.items, self._rows, strict=True)]
+    def explanations(self, labels: list[str], targets: Sequence[int]) -> list[dict[str, Any]]:
+        return [
+            explanation(item, rows, labels, target)
+            for item, rows, target in zip(self.items, self._rows, targets, strict=True)
+        ]
 
 
 async def explain_predictions(
     request: Request,
     service: Service,
     texts: Sequence[str],
+    plan: Plan,
     predictions: list[dict[str, Any]],
     await_job: AwaitJob,
     model: ActiveModel | None = None,
 ) -> None:
-    """Add `explanation` to each rendered prediction. `await_job` is the route's own wait (timeout,
-    disconnect, error mapping), so an explain request fails exactly like a plain one; `model` is the
-    model that scored the plain rows (default: the current one), which explains them too."""
+    """Add `explanation` to each rendered prediction, of the label it gives (in chunk mode the first
+    chunk's own label may differ). `plan` is how the plain path scored `texts`; `await_job` is the
+    route's own wait (timeout, disconnect, error mapping), so an explain request fails exactly like a
+    plain one; `model` is the model that scored the plain rows (default: the current one), which
+    explains them too."""
     active, batcher = model or service.active, service.batcher
     assert active is not None and batcher is not None
-    job = submit(service.explain_lane, batcher, active, texts, service.settings)
+    job = submit(service.explain_lane, batcher, active, texts, plan, service.settings)
     await await_job(request, service, job)
-    for pred, expl in zip(predictions, job.explanations(active.labels), strict=True):
+    targets = [active.labels.index(pred["label"]) for pred in predictions]
+    for pred, expl in zip(predictions, job.explanations(active.labels, targets), strict=True):
         pred["explanation"] = expl
 
 
 def submit(
-    lane: ExplainLane, batcher: Batcher, model: ActiveModel, texts: Sequence[str], settings: Settings
+    lane: ExplainLane,
+    batcher: Batcher,
+    model: ActiveModel,
+    texts: Sequence[str],
+    plan: Plan,
+    settings: Settings,
 ) -> ExplainJob:
     """Admit an explain request (503 at once if the explain backlog is full) and start it."""
-    items = prepare(model.artifact.tokenizer, texts, settings.max_explain_tokens)
-    weight = sum(1 + len(item.tokens) for item in items)
+    items = prepare(model.artifact.tokenizer, texts, settings.max_explain_tokens, chunk_ids(plan))
+    weight = sum(item.sequences for item in items)
     # An empty backlog takes any request, so one larger than the limit is slow, not refused forever.
     if lane.backlog and lane.backlog + weight > lane.max_backlog:
         raise ApiError(

@@ -31,7 +31,6 @@ from tokenizers import Encoding, Tokenizer
 from model.tokenizer import UNK_ID, token_ids
 
 Mode = Literal["truncate", "chunk"]
-MODES: tuple[Mode, ...] = ("truncate", "chunk")
 Aggregation = Literal["probabilities", "logits"]
 
 _TERMINAL = frozenset(".!?")

@@ -45,12 +45,14 @@ _ERRORS: dict[int, tuple[str, dict[str, dict[str, Any]]]] = {
         },
     ),
     422: (
-        "The request is not valid: malformed JSON, a missing or unknown field, wrong types, an empty "
-        "text, or a limit (texts per request, characters per text) exceeded. `message` says what to fix.",
+        "The request is not valid: malformed JSON, neither or both of `text` and `texts`, an unknown "
+        "field, wrong types, an empty text, or a limit (texts per request, characters per text) exceeded. "
+        "`message` says what to fix.",
         {
             "missing": error_example(
                 "validation_error", 'body: give "text" (one string) or "texts" (a list of strings)'
             ),
+            "both": error_example("validation_error", 'body: give either "text" or "texts", not both'),
             "too_many_texts": error_example(
                 "validation_error",
                 "body.texts: 80 texts given; at most 64 per request (SENTIMENT_MAX_TEXTS_PER_REQUEST=64); "
@@ -119,6 +121,13 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+# "Not only whitespace" as app/routes/predict.py checks it (str.isspace), for the schema's `pattern`.
+# Spelled out, because JSON Schema's `\S` is ECMA-262's, which differs: it counts U+FEFF as whitespace
+# but not U+001C-U+001F or U+0085. The escapes mean the same in ECMA-262 and Python regexes.
+_WHITESPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_ONLY_WHITESPACE = f"[^{_WHITESPACE}]"
+
+
 def install_openapi(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -131,7 +140,11 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             tags=app.openapi_tags,
         )
         props = schema["components"]["schemas"]["PredictRequest"]["properties"]
-        text_limits = {"minLength": 1, "maxLength": settings.max_chars_per_text, "pattern": r"\S"}
+        text_limits = {
+            "minLength": 1,
+            "maxLength": settings.max_chars_per_text,
+            "pattern": NOT_ONLY_WHITESPACE,
+        }
         for branch in props["text"]["anyOf"]:
             if branch.get("type") == "string":
                 branch.update(text_limits)

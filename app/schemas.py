@@ -18,12 +18,28 @@ BATCH_EXAMPLE = {
 }
 
 
+# "Exactly one of text and texts" for schema validators and fuzzers, matching `_exactly_one` below: a
+# branch matches when its field is present and not null (an explicit null counts as absent), and
+# `oneOf` rejects a body that matches both branches or neither. The full field schemas stay under
+# `properties`, so /docs still documents every field once.
+EXACTLY_ONE_OF_TEXT_AND_TEXTS: list[dict[str, Any]] = [
+    {"title": "one text", "required": ["text"], "properties": {"text": {"type": "string"}}},
+    {"title": "several texts", "required": ["texts"], "properties": {"texts": {"type": "array"}}},
+]
+
+
 class PredictRequest(BaseModel):
     """One text (`text`) or several (`texts`); exactly one of the two."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [SINGLE_EXAMPLE, BATCH_EXAMPLE]},
+        # No coercion: the server accepts exactly what the schema says (`"explain": 1` or `"true"` is
+        # not a boolean), so schema-driven clients and fuzzers agree with it.
+        strict=True,
+        json_schema_extra={
+            "examples": [SINGLE_EXAMPLE, BATCH_EXAMPLE],
+            "oneOf": EXACTLY_ONE_OF_TEXT_AND_TEXTS,
+        },
     )
 
     text: str | None = Field(
@@ -118,7 +134,9 @@ class ExplainedToken(BaseModel):
     end: int = Field(ge=0, description="offset just after its last character", examples=[15])
     score: float = Field(
         description="signed contribution to the probability of `target`: p(target | text) − p(target | text "
-        "without this token). Positive: the token pushed the prediction towards `target`",
+        "without this token), p scored as the prediction was (with `long_text: chunk`, the token is deleted "
+        "from its chunk and the chunks are combined again). Positive: the token pushed the prediction "
+        "towards `target`",
         examples=[0.41],
     )
 
@@ -147,8 +165,7 @@ class Explanation(BaseModel):
         examples=["occlusion"],
     )
     target: str = Field(
-        description="the label explained: the one predicted for the text's first max_length tokens (the "
-        "prediction's `label`, except possibly with `long_text: chunk`)",
+        description="the label explained: the prediction's `label`",
         examples=["positive"],
     )
     tokens: list[ExplainedToken] = Field(description="the explained tokens in text order")
@@ -157,7 +174,7 @@ class Explanation(BaseModel):
     total_tokens: int = Field(
         ge=0,
         description="tokens in the whole text; when larger than `explained_tokens`, the later tokens are not "
-        "explained (beyond SENTIMENT_MAX_EXPLAIN_TOKENS or the model's max length)",
+        "explained (beyond SENTIMENT_MAX_EXPLAIN_TOKENS, the model's max length or the scored part)",
         examples=[3],
     )
 
@@ -325,7 +342,10 @@ class InfoResponse(BaseModel):
 
     model: ModelIdentity = Field(description="the loaded model")
     labels: list[str] = Field(description="the labels the model predicts, in output order")
-    max_length: int = Field(description="tokens per text the model reads; longer texts are truncated")
+    max_length: int = Field(
+        description="most tokens the model reads in one sequence; a longer text is scored in chunks of at "
+        "most this many (`long_text: chunk`, the default) or only its first max_length tokens (`truncate`)"
+    )
     temperature: float = Field(description="calibration temperature applied to the logits")
     created_at: str | None = Field(None, description="when the artifact was trained")
     metrics: dict[str, Any] = Field(description="evaluation metrics recorded in the artifact's meta.json")

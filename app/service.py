@@ -58,10 +58,7 @@ class Service:
         self.metrics = metrics
         self.infer_wrapper = infer_wrapper
         self.phase = Phase.STARTING
-        self.artifact: Artifact | None = None
         self.batcher: Batcher | None = None
-        self.identity: dict[str, str] = {}
-        self.labels: list[str] = []
         self.active: ActiveModel | None = None
         self.reload_lock = asyncio.Lock()  # one model reload at a time (app/model_swap.py)
         self.torch_threads = 0
@@ -97,7 +94,6 @@ class Service:
             artifact.labels,
         )
         self.active = active
-        self.artifact, self.identity, self.labels = artifact, active.identity, active.labels
         if self.batcher is not None:
             self.batcher.set_infer(infer)
         info = self.metrics.model_info
@@ -120,7 +116,8 @@ class Service:
         `model`: the ActiveModel that scored the rows (default: the current one); `extra`: more
         fields per prediction (e.g. `sentences`)."""
         model = model or self.active
-        labels = model.labels if model is not None else self.labels
+        assert model is not None  # only called once a model is active
+        labels = model.labels
         preds = []
         for i, (row, cut) in enumerate(zip(rows, truncated, strict=True)):
             best = max(range(len(row)), key=row.__getitem__)
@@ -135,7 +132,7 @@ class Service:
             if extra is not None:
                 pred.update(extra[i])
             preds.append(pred)
-        return {"model": model.identity if model is not None else self.identity, "predictions": preds}
+        return {"model": model.identity, "predictions": preds}
 
 
 def make_infer(artifact: Artifact) -> InferFn:
@@ -235,13 +232,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         seconds = await loop.run_in_executor(None, warm_up, batcher, artifact, settings)
         log.info("warm-up done in %.2f s", seconds)
     service.batcher = batcher
-    service.activate(artifact, infer)
+    identity = service.activate(artifact, infer).identity
     batcher.start()
     restore_signals = _install_drain_signals(service, loop)
     service.phase = Phase.READY
     log.info(
         "ready: model %s %s from %s, torch threads %d, max batch %d",
-        service.identity["name"], service.identity["version"], artifact.path, service.torch_threads,
+        identity["name"], identity["version"], artifact.path, service.torch_threads,
         settings.max_batch_size,
     )  # fmt: skip
     try:

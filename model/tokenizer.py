@@ -77,15 +77,6 @@ def max_length_of(tok: Tokenizer) -> int:
     return int(trunc["max_length"]) if trunc else 0
 
 
-class Encoded:
-    """A padded batch: ids[B, T] (int64), lengths[B] and which texts were truncated."""
-
-    __slots__ = ("ids", "lengths", "truncated")
-
-    def __init__(self, ids: torch.Tensor, lengths: torch.Tensor, truncated: list[bool]) -> None:
-        self.ids, self.lengths, self.truncated = ids, lengths, truncated
-
-
 def token_ids(tok: Tokenizer, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
     """Token ids per text (at least one id: an empty text becomes [UNK]) and truncation flags."""
     encs = tok.encode_batch(list(texts), add_special_tokens=False)
@@ -99,9 +90,3 @@ def pad(ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     for i, row in enumerate(ids):
         out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
     return out, lengths
-
-
-def encode(tok: Tokenizer, texts: Sequence[str]) -> Encoded:
-    ids, truncated = token_ids(tok, texts)
-    padded, lengths = pad(ids)
-    return Encoded(padded, lengths, truncated)

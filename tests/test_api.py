@@ -281,7 +281,7 @@ async def test_disconnected_client_texts_are_dropped_before_inference(small_arti
         assert service.batcher.queued_texts == 0
         probe.gate.set()
         assert (await running).status_code == 200
-        dropped = service.artifact.tokenize(["nobody will read this answer"])[0][0]
+        dropped = service.active.artifact.tokenize(["nobody will read this answer"])[0][0]
         assert not probe.saw(dropped), "the dropped text reached the model"
         assert sent[0]["status"] == 499  # logged as client-closed; nobody receives it
         metrics = (await client.get("/metrics")).text

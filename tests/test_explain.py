@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_api import ModelProbe, assert_error, serve
 
-from app import explain
+from app import explain, long_text
 from app.batcher import InferFn
 from model.alignment import pieces, repair_offsets
 from model.artifact import Artifact, load_artifact
@@ -135,6 +135,83 @@ async def test_one_token_text_and_a_text_without_tokens(small_artifact: Path, ar
     assert none["tokens"] == [] and none["explained_tokens"] == none["total_tokens"] == 0
 
 
+# --- chunk mode -------------------------------------------------------------------------------------
+
+
+def chunk_ids(artifact: Artifact, text: str) -> list[list[int]]:
+    """The ids of the chunks chunk mode scores `text` in (the server's defaults)."""
+    max_length = artifact.max_length
+    plan = long_text.plan(artifact.tokenizer, [text], max_length=max_length, mode="chunk", sentences=False,
+                          max_chunks=16)  # fmt: skip
+    return [plan.ids[i] for i in plan.texts[0].chunk_pieces]
+
+
+def first_chunk_disagrees(artifact: Artifact, data_mirror: Path) -> str:
+    """A long text of real SST-2 dev sentences whose first chunk (and first max_length tokens) is
+    negative while the whole text, chunked, is positive: confidently negative sentences filling most of
+    the first chunk, then longer confidently positive ones, until the aggregate turns positive."""
+    lines = (data_mirror / "sst2" / "sentences" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    rows = [line.split("\t") for line in lines if line.strip()]
+    texts, gold = [r[0] for r in rows], [int(r[1]) for r in rows]
+    ids = artifact.tokenize(texts)[0]
+    p = artifact.probabilities(ids).tolist()
+    neg, pos = artifact.labels.index("negative"), artifact.labels.index("positive")
+    order = random.Random(11).sample(range(len(texts)), len(texts))
+    negatives = [i for i in order if gold[i] == neg and p[i][neg] > 0.9]
+    # longer than what is left of the first chunk: the first positive sentence starts chunk 2
+    positives = [i for i in order if gold[i] == pos and p[i][pos] > 0.9 and len(ids[i]) > 16]
+    first: list[int] = []
+    for i in negatives:
+        if sum(len(ids[j]) for j in first) + len(ids[i]) <= artifact.max_length - 10:
+            first.append(i)
+        if sum(len(ids[j]) for j in first) >= artifact.max_length - 16:
+            break
+    chosen = list(first)
+    for i in positives:
+        chosen.append(i)
+        text = " ".join(texts[j] for j in chosen)
+        chunks = chunk_ids(artifact, text)
+        row = long_text.aggregate(artifact.probabilities(chunks).tolist(), [len(c) for c in chunks], "logits")
+        if row[pos] > 0.6:
+            return text
+    raise AssertionError("no such text in SST-2 dev")
+
+
+async def test_chunked_text_explains_the_label_it_is_given(
+    small_artifact: Path, artifact: Artifact, data_mirror: Path
+) -> None:
+    text = first_chunk_disagrees(artifact, data_mirror)
+    # Every token the model reads in its first max_length explained: the explained part crosses chunks.
+    async with serve(small_artifact, max_explain_tokens=artifact.max_length) as (_, client):
+        r = await client.post("/predict", json={"text": text, "long_text": "chunk", "explain": True})
+        start = (await client.post("/predict", json={"text": text, "long_text": "truncate"})).json()
+    assert r.status_code == 200, r.text
+    (pred,) = r.json()["predictions"]
+    expl = pred["explanation"]
+    chunks = chunk_ids(artifact, text)
+    # the premise: the first chunk, and the first max_length tokens, say the opposite of the text
+    first_label = artifact.labels[int(artifact.probabilities(chunks[:1])[0].argmax())]
+    assert pred["chunks"] == len(chunks) > 1 and first_label != pred["label"] == "positive"
+    assert start["predictions"][0]["label"] == first_label
+    assert len(chunks[0]) < expl["explained_tokens"] == artifact.max_length
+    # the label explained is the one returned, and the scores are changes of the probability returned
+    assert expl["target"] == pred["label"]
+    target = artifact.labels.index(expl["target"])
+    weights = [len(c) for c in chunks]
+    chunk_rows = artifact.probabilities(chunks).tolist()
+    p = long_text.aggregate(chunk_rows, weights, long_text.AGGREGATION)[target]
+    assert p == pytest.approx(pred["probabilities"][expl["target"]], abs=1e-5)
+    # token j of the text is token k of chunk c; deleting it leaves that chunk one token shorter
+    located = [(c, k) for c, chunk in enumerate(chunks) for k in range(len(chunk))]
+    located = located[: expl["explained_tokens"]]
+    occluded = artifact.probabilities([chunks[c][:k] + chunks[c][k + 1 :] for c, k in located]).tolist()
+    for tok, (c, _), row in zip(expl["tokens"], located, occluded, strict=True):
+        rows = [row if i == c else r for i, r in enumerate(chunk_rows)]
+        w = [n - 1 if i == c else n for i, n in enumerate(weights)]
+        without = long_text.aggregate(rows, w, long_text.AGGREGATION)[target]
+        assert tok["score"] == pytest.approx(p - without, abs=1e-5), tok
+
+
 # --- offsets ----------------------------------------------------------------------------------------
 
 OFFSET_CASES: list[tuple[str, list[tuple[str, str]]]] = [
@@ -242,7 +319,8 @@ async def test_explained_tokens_are_capped(small_artifact: Path, artifact: Artif
     e2 = second["explanation"]
     assert e2["explained_tokens"] == 5 and e2["total_tokens"] == 180
     seqs = sum(len(b) for b in recorder.batches)
-    assert seqs == plain_seqs + 2 * (1 + 5), seqs  # plain rows, then per text the full text and 5 deletions
+    # the plain pieces (the long text is chunked: 2), then again per text its pieces and 5 deletions
+    assert plain_seqs == 3 and seqs == 2 * plain_seqs + 2 * 5, (plain_seqs, seqs)
 
 
 # --- fairness and overload --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.network import POOLINGS, NetworkConfig, SentimentLSTM
-from model.tokenizer import PAD_ID, UNK_ID, encode, load_tokenizer, pad, token_ids, train_tokenizer
+from model.tokenizer import PAD_ID, UNK_ID, load_tokenizer, pad, token_ids, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,9 @@ def test_round_trip_through_file(sst_tokenizer, tmp_path, data_mirror):
 
 def test_truncation_is_reported(sst_tokenizer):
     long_text = " ".join(["good"] * 100)
-    enc = encode(sst_tokenizer, [long_text, "good"])
-    assert enc.truncated == [True, False]
-    assert enc.lengths.tolist() == [32, 1]
+    ids, truncated = token_ids(sst_tokenizer, [long_text, "good"])
+    assert truncated == [True, False]
+    assert pad(ids)[1].tolist() == [32, 1]
 
 
 def test_empty_text_becomes_one_unknown_token(sst_tokenizer):

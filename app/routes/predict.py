@@ -180,5 +180,5 @@ async def predict(
         extra=long_text.sentence_fields(results, texts, active.labels) if body.sentences else None,
     )
     if body.explain:  # after the plain rows: occlusion sequences go through their own lane (app/explain.py)
-        await explain_predictions(request, service, texts, out["predictions"], _await_job, active)
+        await explain_predictions(request, service, texts, plan, out["predictions"], _await_job, active)
     return OrjsonResponse(out)
