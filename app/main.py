@@ -11,7 +11,7 @@ from app.metrics import Metrics
 from app.middleware import RequestMiddleware
 from app.openapi import error_responses, install_openapi
 from app.responses import OrjsonResponse
-from app.routes import admin, demo, ops, predict
+from app.routes import admin, demo, docs, ops, predict
 from app.security import ApiKeyDep
 from app.service import InferWrapper, Service, lifespan
 from app.settings import Settings
@@ -38,6 +38,9 @@ def create_app(settings: Settings | None = None, *, infer_wrapper: InferWrapper 
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
+        # /docs and /redoc come from app/routes/docs.py: FastAPI's load their JS and CSS from a CDN.
+        docs_url=None,
+        redoc_url=None,
         # Our own Prometheus metrics and JSON logs cover this; FastAPI's OpenTelemetry hooks would
         # otherwise look up providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None, *, infer_wrapper: InferWrapper 
     auth: dict = {"dependencies": [ApiKeyDep], "responses": error_responses(401)}
     app.include_router(predict.router, **(auth if settings.api_key is not None else {}))
     app.include_router(ops.router, **(auth if settings.protect_ops else {}))
+    docs.install_docs(app)
     if settings.demo_page:  # static HTML, no data: never behind the key (the page has a field for it)
         app.include_router(demo.router)
     # Admin always needs the key; without one it is off (403), whatever the client's address.

