@@ -79,7 +79,7 @@ def labels_stage(
         model, tokenizer, [ts.texts[i].replace(UNK_TOKEN, mask) for i in todo], device,
         max_length=max_length, desc="teacher labels", show_progress=show_progress,
     )
-    logits = torch.empty(len(ts), fresh.size(1) if len(todo) else 2)
+    logits = torch.empty(len(ts), fresh.size(1))
     for j, i in enumerate(todo):
         logits[i] = fresh[j]
     for i, t in enumerate(ts.texts):

@@ -96,7 +96,7 @@ def tune_with_bag_of_words(
     Cheap: 25k IMDB reviews take ~10 s an epoch. Updates `weight` in place and
     returns the classifier's final training accuracy.
     """
-    from tqdm.auto import tqdm
+    from training.progress import progress as reporter
 
     gen = torch.Generator().manual_seed(seed)
     bag = torch.nn.EmbeddingBag.from_pretrained(
@@ -110,12 +110,8 @@ def tune_with_bag_of_words(
     for epoch in range(epochs):
         order = torch.randperm(len(ids), generator=gen).tolist()
         correct = 0
-        for start in tqdm(
-            range(0, len(order), batch_size),
-            desc=f"bag-of-words {epoch + 1}/{epochs}",
-            disable=not progress,
-            leave=False,
-        ):
+        bar = reporter(len(order), f"bag-of-words {epoch + 1}/{epochs}", enabled=progress)
+        for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             flat = torch.tensor([t for i in batch for t in ids[i]], dtype=torch.long)
             offsets = torch.tensor([0] + [len(ids[i]) for i in batch[:-1]]).cumsum(0)
@@ -128,6 +124,8 @@ def tune_with_bag_of_words(
             opt_bag.step()
             opt_head.step()
             correct += int((logits.argmax(1) == y).sum())
+            bar.update(len(batch))
+        bar.close()
         accuracy = correct / len(order)
     with torch.no_grad():
         weight.copy_(bag.weight)

@@ -189,8 +189,11 @@ def model_card(meta: dict) -> str:
         "",
         "## Limits",
         "",
-        f"- Texts longer than {meta['max_length']} tokens are truncated (responses say so).",
-        "- English movie-review domain; other domains and sarcasm are weaker.",
+        f"- The network reads up to {meta['max_length']} tokens at once. The service splits a longer text "
+        "into chunks at sentence ends and combines their logits (`long_text: chunk`, the default) or "
+        "truncates it (`long_text: truncate`); each prediction says which (`chunks`, `truncated`).",
+        "- Trained on English movie reviews; other domains (products, restaurants: see the behavioural "
+        "report) and sarcasm are weaker.",
         f"- Word-level vocabulary of {meta['vocab_size']} words (training split, plus frequent words "
         "of the word2vec corpus): other words map to [UNK], so typos often lose their meaning.",
         "",

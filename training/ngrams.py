@@ -16,11 +16,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from model.network import SentimentLSTM
 from training.batching import bucketed_batches, score_in_batches, tensors
 from training.evaluate import fit_temperature
+from training.progress import progress as reporter
 
 log = logging.getLogger("training")
 WEIGHTS = [round(0.1 * i, 1) for i in range(0, 81)]  # candidate bag weights, 0 = LSTM alone
@@ -61,19 +61,16 @@ def train_ngram_bag(
     for epoch in range(1, epochs + 1):
         model.train()
         batches = bucketed_batches([len(i) for i in train_ids], batch_size, shuffle=True, rng=rng)
-        for x, lengths, y, _ in tqdm(
-            tensors(train_ids, train_labels, batches),
-            total=len(batches),
-            desc=f"n-gram bag {epoch}/{epochs}",
-            disable=not progress,
-            leave=False,
-        ):
+        bar = reporter(len(batches), f"n-gram bag {epoch}/{epochs}", unit="batch", enabled=progress)
+        for x, lengths, y, _ in tensors(train_ids, train_labels, batches):
             loss = F.cross_entropy(model.ngram_logits(x, lengths), y)
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
             loss.backward()
             for o in optimizers:
                 o.step()
+            bar.update(1)
+        bar.close()
         acc = float((ngram_logits(model, val_ids).argmax(1) == y_val).float().mean())
         log.info("n-gram bag epoch %d: val accuracy %.4f", epoch, acc)
         if acc > best[0]:

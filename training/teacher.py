@@ -132,6 +132,8 @@ def logits_for(
 ) -> torch.Tensor:
     """The teacher's logits for texts, in their order (length-sorted batches inside)."""
     model.eval().to(device)
+    if not texts:  # every text was labelled before (tokenizers cannot encode an empty batch)
+        return torch.empty(0, model.config.num_labels)
     ids = _encode(tokenizer, texts, max_length)
     out = torch.empty(len(texts), model.config.num_labels)
     bar = progress(len(texts), desc, unit="text", enabled=show_progress)
