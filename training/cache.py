@@ -25,11 +25,9 @@ def stage_key(stage: str, inputs: dict[str, Any]) -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from model.artifact import sha256_file  # lazy: model.artifact pulls in torch
+
+    return sha256_file(path)
 
 
 class Stage:
