@@ -18,11 +18,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-## Serve the API on http://127.0.0.1:8000 (trains the default SST-2 model first if none exists).
+## Serve the API on http://127.0.0.1:8000 with the shipped models/default (SENTIMENT_MODEL_DIR=artifacts: your own).
 serve: install
 	$(BIN)/python -m app
 
-## Train the default model into artifacts/ (see `python -m training --help`).
+## Train an SST-2 model on gold labels into artifacts/ (see `python -m training --help`; README: distillation).
 train: install
 	$(BIN)/python -m training --out artifacts
 
