@@ -67,13 +67,13 @@ def extend_vocabulary(tok: Tokenizer, vectors, vocab_size: int) -> None:
         tok.enable_truncation(max_length=truncation["max_length"])
 
 
-def init_embedding(embedding: torch.nn.Embedding, tok: Tokenizer, vectors) -> int:
-    """Copy pretrained vectors into the embedding rows of known words; returns how many."""
+def init_embedding(weight: torch.Tensor, tok: Tokenizer, vectors) -> int:
+    """Copy pretrained vectors into the rows (of an embedding table) of known words; returns how many."""
     hits = 0
     with torch.no_grad():
         for word, idx in tok.get_vocab().items():
             if word in vectors.key_to_index:
-                embedding.weight[idx] = torch.from_numpy(vectors[word].copy())
+                weight[idx] = torch.from_numpy(vectors[word].copy())
                 hits += 1
     return hits
 

@@ -45,9 +45,6 @@ class LineProgress:
     def close(self) -> None:
         self._line()
 
-    def __iter__(self):  # pragma: no cover - not used as an iterator wrapper
-        raise TypeError("wrap with progress(...) and call update()")
-
 
 def progress(
     total: int | None, desc: str, *, unit: str = "ex", enabled: bool = True, every_s: float = 30.0

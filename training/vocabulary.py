@@ -20,7 +20,13 @@ from model.tokenizer import load_tokenizer, token_ids, train_tokenizer
 from training.cache import Stage, content_hash
 from training.config import TrainConfig
 from training.data import Split
-from training.embeddings import extend_vocabulary, pre_tokenize, train_word2vec, tune_with_bag_of_words
+from training.embeddings import (
+    extend_vocabulary,
+    init_embedding,
+    pre_tokenize,
+    train_word2vec,
+    tune_with_bag_of_words,
+)
 
 log = logging.getLogger("training")
 TOKENIZER, VECTORS, NEIGHBOURS = "tokenizer.json", "embedding.pt", "neighbours.json"
@@ -98,11 +104,7 @@ def vocabulary_stage(
         gen = torch.Generator().manual_seed(cfg.seed)
         vectors = torch.randn(tok.get_vocab_size(), cfg.embed_dim, generator=gen)  # nn.Embedding's init
         vectors[0] = 0.0  # padding
-        hits = 0
-        for word, idx in tok.get_vocab().items():
-            if word in wv.key_to_index:
-                vectors[idx] = torch.from_numpy(wv[word].copy())
-                hits += 1
+        hits = init_embedding(vectors, tok, wv)
         info["word2vec_hits"] = hits
         log.info("embeddings: %d of %d words start from word2vec vectors", hits, tok.get_vocab_size())
         if cfg.bow_epochs:
