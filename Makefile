@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/data/sst2),)
 export SENTIMENT_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install serve train test lint bench clean
+.PHONY: install serve train test e2e lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: install
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treated as a failure" >&2; exit 1; fi; \
 	exit $$rc
+
+## Build the image and run docker-compose.yml for real: replicas stopped and killed under load, overload
+## memory, offline /docs (scripts/compose_e2e.py; needs a Docker engine, or ../shared/docker/engine.sh).
+e2e: install
+	$(BIN)/python scripts/compose_e2e.py
 
 bench: install
 	$(BIN)/python bench/serve_bench.py

@@ -187,9 +187,9 @@ def cpu_split(
     }
 
 
-def scrape(port: int) -> dict[str, float]:
+def scrape(port: int, host: str = "127.0.0.1") -> dict[str, float]:
     """/metrics as {'name{labels}': value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
@@ -384,6 +384,7 @@ async def closed_loop(
     *,
     deadline_s: float = 60.0,
     stop_when_refused: bool = True,
+    host: str = "127.0.0.1",
 ) -> None:
     """`clients` concurrent clients, each sending its next request as soon as the previous one is
     answered, on its own keep-alive connection (a new one when the server closed it), until the
@@ -398,7 +399,7 @@ async def closed_loop(
             if conn is None or conn.closed:
                 t0 = time.perf_counter()
                 try:
-                    conn = await connect(port)
+                    conn = await connect(port, host)
                 except ConnectionRefusedError:
                     stats.outcomes.append(Outcome(t0, time.perf_counter(), "refused", n))
                     if stop_when_refused:

@@ -17,6 +17,10 @@ Reports the share of 503s carrying Retry-After, p99 of accepted (200) requests, 
 server counts compared), 5xx other than 503, and the time until texts/s and p99 are back within
 10% / 20% of the baseline, and where the server's CPU went (event loop vs inference thread). Writes
 bench/results/overload.json and overload.md (--name); exits 1 when a target is missed.
+
+With --port and --pid it starts no server and drives the one already listening on --host:PORT (a
+container, as scripts/compose_e2e.py does), sampling the RSS and CPU of process PID (the container's
+server process as the host sees it).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from bench.loadgen import (  # noqa: E402
 from bench.serve_bench import ForeignCpu  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+HOST = ["127.0.0.1"]  # the server's address: --host in attached mode
 MIB = 1024 * 1024
 
 
@@ -105,7 +110,7 @@ async def closed_phase(
 ) -> tuple[ClosedLoopStats, float]:
     stats = ClosedLoopStats()
     t0 = time.perf_counter()
-    await closed_loop(port, requests, clients, t0 + seconds, stats, stop_when_refused=False)
+    await closed_loop(port, requests, clients, t0 + seconds, stats, stop_when_refused=False, host=HOST[0])
     return stats, t0
 
 
@@ -134,7 +139,7 @@ class Burst:
 async def open_pool(port: int, n: int) -> list[HttpConn]:
     conns: list[HttpConn] = []
     for start in range(0, n, 128):  # not all at once: the listen backlog would overflow
-        conns += await asyncio.gather(*(connect(port) for _ in range(start, min(n, start + 128))))
+        conns += await asyncio.gather(*(connect(port, HOST[0]) for _ in range(start, min(n, start + 128))))
     return conns
 
 
@@ -175,7 +180,7 @@ async def burst_phase(
             idle.append(conn)
             return
         try:  # the server closed it (Connection: close, keep-alive timeout): replace it
-            idle.append(await connect(port))
+            idle.append(await connect(port, HOST[0]))
         except OSError:
             burst.reconnect_failures += 1
 
@@ -311,8 +316,7 @@ def write_report(res: dict[str, Any], name: str) -> Path:
     lines = [
         "# Overload: 10x capacity, then recovery",
         "",
-        f"`{res['command']}`, {res['machine']}. Server (`python -m app`, 1 worker, 1 torch thread, "
-        f"model `{res['model']}`) pinned to CPU {res['server_cpu']}, load generator to CPU "
+        f"`{res['command']}`, {res['machine']}. {res['server']}, load generator pinned to CPU "
         f"{res['client_cpu']}. Other processes took {res['foreign_cpu']['baseline']:.0%} / "
         f"{res['foreign_cpu']['burst']:.0%} / {res['foreign_cpu']['recovery']:.0%} of the server CPU "
         "during baseline / burst / recovery.",
@@ -377,10 +381,10 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
     await closed_phase(port, requests, args.clients, 2.0)
 
     print(f"baseline: {args.clients} clients x 1 text, closed loop, {args.baseline_seconds:g} s", flush=True)
-    mb0, cb0 = await asyncio.to_thread(scrape, port), thread_cpu(pid)
+    mb0, cb0 = await asyncio.to_thread(scrape, port, HOST[0]), thread_cpu(pid)
     with ForeignCpu(args.server_cpu, pid) as foreign_base:
         stats, t0 = await closed_phase(port, requests, args.clients, args.baseline_seconds)
-    mb1, cb1 = await asyncio.to_thread(scrape, port), thread_cpu(pid)
+    mb1, cb1 = await asyncio.to_thread(scrape, port, HOST[0]), thread_cpu(pid)
     res["server_cpu_baseline"] = cpu_split(pid, cb0, cb1, time.perf_counter() - t0)
     res["batches_baseline"] = batch_figures(mb0, mb1)
     base = summarise(stats.outcomes, args.baseline_seconds)
@@ -392,7 +396,7 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
         f"p99 {base['p99_ms']:.1f} ms",
         flush=True,
     )
-    m0 = await asyncio.to_thread(scrape, port)
+    m0 = await asyncio.to_thread(scrape, port, HOST[0])
 
     burst = Burst(rate=args.factor * base["texts_per_s"], duration=args.duration, pool=args.connections)
     print(
@@ -406,7 +410,7 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
         stragglers = await burst_phase(port, requests, burst, rss)
     t_end = burst.end
     res["server_cpu_burst"] = cpu_split(pid, c0, thread_cpu(pid), t_end - t_burst)
-    res["batches_burst"] = batch_figures(m0, await asyncio.to_thread(scrape, port))
+    res["batches_burst"] = batch_figures(m0, await asyncio.to_thread(scrape, port, HOST[0]))
     peak_burst = rss.peak(t_burst, t_end)
 
     print(
@@ -434,6 +438,7 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
                 t_end + args.recovery_seconds,
                 rec_stats,
                 stop_when_refused=False,
+                host=HOST[0],
             ),
         )
     for conn in burst.idle:
@@ -447,7 +452,7 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
             flush=True,
         )
     await asyncio.sleep(0.5)  # let the access log and metrics settle
-    m1 = await asyncio.to_thread(scrape, port)
+    m1 = await asyncio.to_thread(scrape, port, HOST[0])
 
     # Cross-check what the server says it answered with what the client received.
     burst_ok = burst.outcomes.get("200", 0)
@@ -538,6 +543,11 @@ def main() -> int:
     p.add_argument("--server-cpu", type=int, default=1, help="CPU the server is pinned to (1)")
     p.add_argument("--client-cpu", type=int, default=0, help="CPU this load generator is pinned to (0)")
     p.add_argument(
+        "--port", type=int, help="drive the server already on 127.0.0.1:PORT instead of starting one"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="with --port: the server's address (127.0.0.1)")
+    p.add_argument("--pid", type=int, help="with --port: the server process to sample (RSS, threads' CPU)")
+    p.add_argument(
         "--env",
         action="append",
         default=[],
@@ -549,6 +559,12 @@ def main() -> int:
     import uvloop
 
     extra = dict(kv.split("=", 1) for kv in args.env)
+    if (args.port is None) != (args.pid is None):
+        p.error("--port and --pid go together")
+    if args.port is not None and extra:
+        p.error("--env changes the server this script starts; with --port it starts none")
+    if args.port is not None:
+        return attached(args)
     with pinned_to(args.client_cpu):
         with ForeignCpu(args.server_cpu) as idle:
             time.sleep(1.0)
@@ -572,11 +588,41 @@ def main() -> int:
     from model.artifact import read_meta, resolve_artifact_dir
 
     meta = read_meta(resolve_artifact_dir(Path(args.model_dir)))
+    server_exit = f"status {code} after {exit_s:.2f} s, {log.count('Traceback')} tracebacks in its log"
+    return finish(args, res, info, f"{meta['name']} {meta['version']}", server_exit, idle.share, extra, log)
+
+
+def attached(args: argparse.Namespace) -> int:
+    """The scenario against a server this script did not start (--port, --pid)."""
+    import uvloop
+
+    HOST[0] = args.host
+    info = json.loads(urllib.request.urlopen(f"http://{args.host}:{args.port}/info", timeout=10).read())
+    with pinned_to(args.client_cpu), RssSampler(args.pid) as rss:
+        res = uvloop.run(scenario(args, args.port, rss, args.pid))
+    model = f"{info['model']['name']} {info['model']['version']}"
+    return finish(args, res, info, model, "not stopped (attached with --port)", float("nan"), {}, "")
+
+
+def finish(
+    args: argparse.Namespace,
+    res: dict[str, Any],
+    info: dict[str, Any],
+    model: str,
+    server_exit: str,
+    foreign_before: float,
+    extra: dict[str, str],
+    log: str,
+) -> int:
     res.update(
         command="python scripts/overload.py " + " ".join(sys.argv[1:]),
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}",
-        model=f"{meta['name']} {meta['version']}",
+        model=model,
+        server=f"Server (`python -m app`, 1 worker, 1 torch thread, model `{model}`) pinned to CPU "
+        f"{args.server_cpu}"
+        if args.port is None
+        else f"Server already running on {args.host}:{args.port} (model `{model}`, process {args.pid})",
         server_cpu=args.server_cpu,
         client_cpu=args.client_cpu,
         factor=args.factor,
@@ -589,8 +635,8 @@ def main() -> int:
             "request_timeout_s": info["limits"]["request_timeout_s"],
             **extra,
         },
-        server_exit=f"status {code} after {exit_s:.2f} s, {log.count('Traceback')} tracebacks in its log",
-        foreign_cpu_before=round(idle.share, 3),
+        server_exit=server_exit,
+        foreign_cpu_before=round(foreign_before, 3),
     )
     res["targets"] = targets(res)
     if "Traceback" in log:
