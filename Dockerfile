@@ -46,6 +46,7 @@ open('/tmp/torch.txt', 'w').write(''.join(d + '\n' for d in deps if is_torch(d))
 COPY README.md ./
 COPY model ./model
 COPY training ./training
+COPY core ./core
 COPY app ./app
 # No build isolation: builds with the locked setuptools instead of fetching the newest one.
 RUN pip install --no-deps --no-build-isolation .

@@ -1,7 +1,9 @@
 """One error body for every 4xx/5xx: {"error": {"code", "message", "id", "details"?}}.
 
-Handlers here cover our own errors (ApiError), FastAPI's request validation (422), Starlette's
-HTTP errors (404, 405, ...) and anything unexpected (500, logged with the request id).
+`ENGINE_ERRORS` is the one table from the engine's exceptions (core/errors.py) to status, error code
+and Retry-After. Handlers here cover those, the HTTP layer's own errors (ApiError: 401, 403),
+FastAPI's request validation (422), Starlette's HTTP errors (404, 405, ...) and anything unexpected
+(500, logged with the request id).
 """
 
 from __future__ import annotations
@@ -18,6 +20,18 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from app.responses import OrjsonResponse
+from core.errors import (
+    BatchFailed,
+    ClientGone,
+    EngineError,
+    IncompatibleArtifact,
+    InvalidArtifact,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+    ShuttingDown,
+    TimedOut,
+)
 
 log = logging.getLogger("app.errors")
 
@@ -33,6 +47,32 @@ _CODES = {
     503: "unavailable",
     504: "timeout",
 }
+
+
+# Engine exception -> (status, error code, whether the answer carries Retry-After).
+ENGINE_ERRORS: dict[type[EngineError], tuple[int, str, bool]] = {
+    InvalidInput: (422, "validation_error", False),
+    InvalidArtifact: (422, "invalid_artifact", False),
+    IncompatibleArtifact: (409, "incompatible_artifact", False),
+    ClientGone: (499, "client_closed_request", False),  # nobody receives it; logs and metrics do
+    BatchFailed: (500, "internal_error", False),
+    Overloaded: (503, "overloaded", True),
+    NotReady: (503, "not_ready", True),
+    ShuttingDown: (503, "shutting_down", True),
+    TimedOut: (504, "timeout", False),
+}
+
+
+def engine_error_response(exc: EngineError, rid: str, retry_after_s: int) -> Response:
+    status, code, retry = ENGINE_ERRORS[type(exc)]
+    message = exc.message
+    if isinstance(exc, BatchFailed):  # the cause is in the log, under this request's id
+        message = (
+            f"inference failed for the batch holding this request (batch {exc.batch_id}); quote id {rid} "
+            "when reporting it"
+        )
+    headers = {"Retry-After": str(retry_after_s)} if retry else None
+    return error_response(status, code, message, rid, details=exc.details, headers=headers)
 
 
 class ApiError(Exception):
@@ -129,6 +169,11 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _engine_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EngineError)
+    return engine_error_response(exc, request_id(request.scope), request.app.state.settings.retry_after_s)
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
@@ -174,9 +219,18 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
-__all__ = ["ApiError", "OrjsonResponse", "error_body", "error_response", "install_error_handlers"]
+__all__ = [
+    "ENGINE_ERRORS",
+    "ApiError",
+    "OrjsonResponse",
+    "engine_error_response",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+]

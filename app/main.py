@@ -6,15 +6,16 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app.errors import install_error_handlers
+from app.lifespan import lifespan
 from app.logs import configure_logging
-from app.metrics import Metrics
 from app.middleware import RequestMiddleware
 from app.openapi import error_responses, install_openapi
 from app.responses import OrjsonResponse
 from app.routes import admin, demo, docs, ops, predict
 from app.security import ApiKeyDep
-from app.service import InferWrapper, Service, lifespan
 from app.settings import Settings
+from core.engine import Engine, InferWrapper
+from core.metrics import Metrics
 
 DESCRIPTION = """
 Sentiment analysis for English text (movie-review domain): an embedding + biLSTM classifier
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None, *, infer_wrapper: InferWrapper 
             {"name": "admin", "description": "model reloads without downtime (needs the API key)"},
         ],
     )
-    app.state.service = Service(settings, metrics, infer_wrapper)
+    app.state.settings = settings
+    app.state.engine = Engine(settings, metrics, infer_wrapper)
     install_error_handlers(app)
     app.add_middleware(
         RequestMiddleware,

@@ -1,5 +1,6 @@
 """One pure-ASGI middleware for the per-request bookkeeping (cheaper than BaseHTTPMiddleware):
-request id, the body-size limit, request metrics and the JSON access-log line."""
+request id, the body-size limit, request metrics and the JSON access-log line. It also hands every
+POST /predict straight to its ASGI endpoint (app/routes/predict.py), past FastAPI's routing."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import Any
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
-from app.metrics import Metrics
+from app.errors import engine_error_response, error_body
+from app.routes.predict import endpoint as predict_endpoint
+from core.batcher import overloaded_message
+from core.errors import Overloaded
+from core.metrics import Metrics
 
 access_log = logging.getLogger("app.access")
 
@@ -58,9 +62,11 @@ class RequestMiddleware:
                 if too_large is not None:
                     await self._reject(too_large, rid, send_with_id)
                     return
-                shed = scope["method"] == "POST" and scope["path"] == "/predict"
-                if shed and (full := _queue_full(scope)) is not None:
-                    await self._shed(full, rid, send_with_id)
+                if scope["method"] == "POST" and scope["path"] == "/predict":
+                    if (full := _queue_full(scope)) is not None:
+                        await self._shed(full, rid, send_with_id)
+                    else:
+                        await predict_endpoint(scope, receive, send_with_id)
                     return
             await self.app(scope, receive, send_with_id)
         finally:
@@ -138,17 +144,11 @@ class RequestMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    async def _shed(message: tuple[str, int], rid: str, send: Send) -> None:
-        text, retry_after = message
-        body = error_body("overloaded", text, rid)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(retry_after).encode()),
-        ]
+    async def _shed(response: Any, rid: str, send: Send) -> None:
         # The unread body is discarded by the server; the connection stays usable.
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
 
     def _label(self, scope: Scope) -> str:
         """Label of a request answered before routing (413, shed 503) or unrouted (404): its path
@@ -165,8 +165,8 @@ class RequestMiddleware:
         return path if known else "unmatched"
 
 
-def _queue_full(scope: Scope) -> tuple[str, int] | None:
-    """(message, Retry-After) when /predict cannot admit even one more text, else None.
+def _queue_full(scope: Scope) -> Any:
+    """The 503 `overloaded` response when /predict cannot admit even one more text, else None.
 
     Shedding here, before the body is parsed, validated and tokenized, is what keeps overload
     handling cheap: through the route a refusal cost ~0.45 ms of CPU, as much as the HTTP side of
@@ -174,13 +174,10 @@ def _queue_full(scope: Scope) -> tuple[str, int] | None:
     waited 15 s and throughput fell to 14%; here it costs ~0.07 ms (scripts/overload.py,
     docs/RELIABILITY.md). Every request holds at least one text, so it would be refused anyway
     (an invalid one gets its 4xx on the retry)."""
-    service = getattr(getattr(scope.get("app"), "state", None), "service", None)
-    batcher = getattr(service, "batcher", None)
-    if batcher is None or not service.ready or batcher.queued_texts < batcher.max_queue_texts:
+    state = getattr(scope.get("app"), "state", None)
+    engine = getattr(state, "engine", None)
+    batcher = getattr(engine, "batcher", None)
+    if batcher is None or not engine.ready or batcher.queued_texts < batcher.max_queue_texts:
         return None
-    s = service.settings
-    return (
-        f"the server is at capacity (queue full ({batcher.queued_texts} of {batcher.max_queue_texts} texts "
-        f"waiting); SENTIMENT_MAX_QUEUE_TEXTS={s.max_queue_texts}); retry after {s.retry_after_s} s",
-        s.retry_after_s,
-    )
+    error = Overloaded(overloaded_message(batcher.queued_texts, batcher.max_queue_texts))
+    return engine_error_response(error, scope["state"]["request_id"], state.settings.retry_after_s)

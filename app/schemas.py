@@ -303,7 +303,9 @@ class Limits(BaseModel):
 
 class BatchingSettings(BaseModel):
     max_batch_size: int = Field(description="most texts per forward pass")
-    max_batch_tokens: int = Field(description="most padded tokens per forward pass")
+    max_batch_tokens: int = Field(
+        description="most padded tokens per forward pass: max_batch_size × max_length (derived, not set)"
+    )
     max_wait_ms: float = Field(description="how long a non-full batch may wait for more texts")
     max_queue_texts: int = Field(description="queue capacity in texts; beyond it requests get 503")
     torch_threads: int = Field(description="torch intra-op threads used for inference")
@@ -330,7 +332,7 @@ class InfoResponse(BaseModel):
                     },
                     "batching": {
                         "max_batch_size": 64,
-                        "max_batch_tokens": 16384,
+                        "max_batch_tokens": 8192,
                         "max_wait_ms": 0.0,
                         "max_queue_texts": 1024,
                         "torch_threads": 1,

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import ApiError
+from app.settings import Settings
 
 # auto_error=False: we raise our own 401 with the standard error body.
 bearer_scheme = HTTPBearer(
@@ -27,18 +28,28 @@ UNAUTHORIZED_MESSAGE = (
 )
 
 
+def key_matches(settings: Settings, authorization: bytes | None) -> bool:
+    """Whether the raw `Authorization` header value is `Bearer <the configured key>` (True when no key
+    is configured). Parsed as FastAPI's HTTPBearer does: scheme and credentials split at the first
+    space, the scheme case-insensitive."""
+    key = settings.api_key
+    if key is None:
+        return True
+    scheme, _, given = (authorization or b"").partition(b" ")
+    if scheme.lower() != b"bearer":
+        given = b""
+    return hmac.compare_digest(given, key.get_secret_value().encode("utf-8"))
+
+
 async def require_api_key(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> None:
-    """401 unless the request carries `Authorization: Bearer <the configured key>`."""
-    key = request.app.state.service.settings.api_key
-    if key is None:  # not configured: the dependency is not attached, but stay correct if it is
-        return
-    # Starlette decodes header values as latin-1, so encoding back gives the bytes that were sent.
-    given = credentials.credentials.encode("latin-1") if credentials is not None else b""
-    expected = key.get_secret_value().encode("utf-8")
-    if not hmac.compare_digest(given, expected):
+    """401 unless the request carries `Authorization: Bearer <the configured key>`. (`_credentials`
+    declares the bearer scheme in OpenAPI; the check reads the raw header, as POST /predict's.)"""
+    # Header values as sent: Starlette keeps the raw bytes in the scope.
+    raw = next((v for k, v in request.scope["headers"] if k == b"authorization"), None)
+    if not key_matches(request.app.state.settings, raw):
         raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -147,7 +147,7 @@ def fairness_point(port: int, texts: list[str], duration: float, warmup: float) 
 def faithfulness(model_dir: str, n: int = 100, draws: int = 10) -> dict[str, Any]:
     import torch
 
-    from app.explain import occlusions
+    from core.explain import occlusions
     from model.artifact import load_artifact
     from model.tokenizer import UNK_ID
 

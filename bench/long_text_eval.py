@@ -1,5 +1,5 @@
 """Long documents: IMDB test accuracy when texts longer than the model's max length are truncated
-versus chunked (app/long_text.py, the code the service runs), and which chunk aggregation is better.
+versus chunked (core/long_text.py, the code the service runs), and which chunk aggregation is better.
 
     python bench/long_text_eval.py [--model-dir artifacts] [--limit 0] [--seed 0] [--sentences]
 
@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from app.long_text import AGGREGATION, Layout, aggregate, encode_full, layout  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from core.long_text import AGGREGATION, Layout, aggregate, encode_full, layout  # noqa: E402
 from model.artifact import load_artifact  # noqa: E402
 from training.data import BUILTIN_FILES, read_labelled_file  # noqa: E402
 from training.fetch import data_dir  # noqa: E402
@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     tokens_scored = sum(map(len, pieces))
     print(f"{len(pieces)} distinct pieces, {tokens_scored} tokens; split in {split_s:.1f} s", flush=True)
     t0 = time.perf_counter()
-    rows = score_pieces(
-        artifact, pieces, max_batch=defaults.max_batch_size, max_tokens=defaults.max_batch_tokens
-    )
+    max_tokens = defaults.max_batch_size * artifact.max_length  # the service's budget (core/engine.py)
+    rows = score_pieces(artifact, pieces, max_batch=defaults.max_batch_size, max_tokens=max_tokens)
     score_s = time.perf_counter() - t0
     tokens_per_s = tokens_scored / score_s
 

@@ -282,17 +282,19 @@ async def _echo_server(port: int) -> None:
 # --- in-process ceiling ---------------------------------------------------------------------------
 
 
-def inprocess(model_dir: str, seconds: float) -> dict[str, Any]:
-    """Same model, same texts, no HTTP: tokenize + forward per batch, in this (pinned) process."""
+def inprocess(model_dir: str, seconds: float, texts_file: str | None = None) -> dict[str, Any]:
+    """Same model, same texts, no HTTP: tokenize + forward per batch, in this (pinned) process.
+    `texts_file`: one text per line instead of bench/texts.py's mix (bench/peers_bench.py)."""
     import torch
 
-    from app.batcher import Batcher
-    from app.service import make_infer
+    from core.batcher import Batcher
+    from core.engine import make_infer
     from model.artifact import load_artifact
 
     torch.set_num_threads(1)
     artifact = load_artifact(model_dir)
-    texts = load_texts()
+    texts = load_texts() if texts_file is None else Path(texts_file).read_text().split("\n")
+    texts = [t.strip() for t in texts if t.strip()]
     batcher = Batcher(make_infer(artifact))
     out: dict[str, Any] = {"direct": {}, "server_path": {}}
     rng = random.Random(1)
@@ -479,6 +481,7 @@ def main() -> None:
     p.add_argument("--client-cpu", type=int, default=0)
     p.add_argument("--server-cpu", type=int, default=1)
     p.add_argument("--inprocess", metavar="MODEL_DIR", help=argparse.SUPPRESS)
+    p.add_argument("--texts-file", help=argparse.SUPPRESS)
     p.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -488,7 +491,7 @@ def main() -> None:
         uvloop.run(_echo_server(args.echo_server))
         return
     if args.inprocess:
-        print(json.dumps(inprocess(args.inprocess, seconds=2.0)))
+        print(json.dumps(inprocess(args.inprocess, seconds=2.0, texts_file=args.texts_file)))
         return
 
     import uvloop

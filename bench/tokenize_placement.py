@@ -21,9 +21,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.batcher import Batcher  # noqa: E402
-from app.service import make_infer  # noqa: E402
 from bench.texts import load_texts  # noqa: E402
+from core.batcher import Batcher  # noqa: E402
+from core.engine import make_infer  # noqa: E402
 from model.artifact import Artifact, load_artifact  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

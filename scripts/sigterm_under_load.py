@@ -54,7 +54,7 @@ from bench.loadgen import (  # noqa: E402
 )
 
 RESULTS = REPO / "bench" / "results"
-# The two 503 shutting_down messages (app/deps.py, app/routes/predict.py vs app/batcher.py): refused at
+# The two 503 shutting_down messages (core/engine.py vs core/batcher.py): refused at
 # the door, or admitted and then failed because the grace ran out. Only the first is acceptable.
 ADMITTED_THEN_FAILED = "before these texts were run"
 

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.batcher import InferFn
 from app.main import create_app
 from app.settings import Settings
+from core.batcher import InferFn
 from model.artifact import Artifact, ArtifactError, load_artifact
 
 pytestmark = pytest.mark.asyncio
@@ -274,7 +274,7 @@ async def test_disconnected_client_texts_are_dropped_before_inference(small_arti
         }  # fmt: skip
         gone = asyncio.create_task(app(scope, receive, send))
         await asyncio.sleep(0.05)
-        service = app.state.service
+        service = app.state.engine
         assert service.batcher.queued_texts == 1
         disconnected.set()
         await gone
@@ -622,3 +622,25 @@ async def test_python_m_app_serves_with_settings_from_the_environment(
     assert seen["target"] == "app.main:app"
     assert (seen["host"], seen["port"], seen["workers"]) == ("0.0.0.0", 8123, 1)
     assert (seen["loop"], seen["http"], seen["access_log"]) == ("uvloop", "httptools", False)
+
+
+def test_engine_has_no_http_and_every_engine_error_has_one_status() -> None:
+    """core/ imports nothing of the HTTP stack, and app/errors.py's table covers every engine error."""
+    import ast
+
+    import core.errors as engine_errors
+    from app.errors import ENGINE_ERRORS
+
+    for path in sorted((REPO / "core").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            http = {"app", "fastapi", "starlette", "uvicorn", "httpx"}
+            assert not [n for n in names if n.split(".")[0] in http], (path, names)
+    base = engine_errors.EngineError
+    raised = {c for c in vars(engine_errors).values() if isinstance(c, type) and issubclass(c, base)} - {base}
+    assert raised == set(ENGINE_ERRORS), raised ^ set(ENGINE_ERRORS)
+    assert all(400 <= status < 600 for status, _, _ in ENGINE_ERRORS.values())
+    retry = {c.__name__ for c, (_, _, r) in ENGINE_ERRORS.items() if r}
+    assert retry == {"Overloaded", "NotReady", "ShuttingDown"}, retry

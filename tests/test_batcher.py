@@ -1,4 +1,4 @@
-"""The dynamic batcher (app/batcher.py): batching, ordering, backpressure, faults, shutdown."""
+"""The dynamic batcher (core/batcher.py): batching, ordering, backpressure, faults, shutdown."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app.batcher import Batcher, BatchFailed, Closed, Overloaded, split_by_length
-from app.metrics import Metrics
-from app.service import make_infer
+from core.batcher import Batcher, split_by_length
+from core.engine import make_infer
+from core.errors import BatchFailed, Overloaded, ShuttingDown
+from core.metrics import Metrics
 from model.artifact import load_artifact
 
 pytestmark = pytest.mark.asyncio
@@ -207,7 +208,7 @@ async def test_close_finishes_queued_work_then_refuses() -> None:
     await batcher.close(grace_s=5)
     assert all(j.future.done() and not j.future.cancelled() for j in jobs)
     assert sorted(model.seen) == list(range(6))
-    with pytest.raises(Closed):
+    with pytest.raises(ShuttingDown):
         batcher.submit(texts(9))
 
 
@@ -218,7 +219,7 @@ async def test_close_fails_what_the_grace_period_cannot_finish() -> None:
     await batcher.close(grace_s=0.05)
     outcomes = [j.future.exception() for j in jobs]
     assert outcomes[0] is None
-    assert all(isinstance(e, Closed) for e in outcomes[1:])
+    assert all(isinstance(e, ShuttingDown) for e in outcomes[1:])
 
 
 async def test_split_by_length_keeps_passes_homogeneous() -> None:

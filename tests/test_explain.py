@@ -1,4 +1,4 @@
-"""Token attributions (`"explain": true`, app/explain.py): faithful on real SST-2 sentences, offsets into
+"""Token attributions (`"explain": true`, core/explain.py): faithful on real SST-2 sentences, offsets into
 the original text, the explained-tokens cap, the explain lane that keeps plain requests prompt, and the
 explain backlog. Uses the real small artifact."""
 
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from test_api import ModelProbe, assert_error, serve
 
-from app import explain, long_text
-from app.batcher import InferFn
+from core import explain, long_text
+from core.batcher import InferFn
 from model.alignment import pieces, repair_offsets
 from model.artifact import Artifact, load_artifact
 from model.tokenizer import UNK_ID
@@ -351,9 +351,10 @@ async def plain_behind_explain_flood(
         return real_submit(*args, **kwargs)
 
     monkeypatch.setattr(explain, "submit", counting_submit)
-    settings = {"max_batch_size": 16, "explain_queue_texts": lane, "max_queue_texts": 8192}
+    settings = {"max_batch_size": 16, "max_queue_texts": 8192}
     async with serve(small_artifact, recorder, **settings) as (app, client):
-        batcher = app.state.service.batcher
+        app.state.engine.explain_lane.size = lane  # 2 x max_batch_size unless set here
+        batcher = app.state.engine.batcher
         recorder.hold_all.set()  # first every flood request's plain rows into the queue, in order
         recorder.hold_occlusions.set()
         flood = [
@@ -377,7 +378,7 @@ async def plain_behind_explain_flood(
         plain_ids = artifact.tokenize(["a fine film ."])[0][0]
         ran_at = next(i for i, b in enumerate(recorder.batches[passes:]) if plain_ids in b)
         assert [f.status_code for f in await asyncio.gather(*flood)] == [200] * 12
-        lane_state = app.state.service.explain_lane
+        lane_state = app.state.engine.explain_lane
         assert lane_state.in_flight == 0 and lane_state.backlog == 0  # every sequence accounted for
     monkeypatch.setattr(explain, "submit", real_submit)
     return ahead, ran_at + 1
@@ -400,7 +401,7 @@ async def test_plain_requests_do_not_queue_behind_an_explain_flood(
 
 async def test_full_explain_backlog_gives_503(small_artifact: Path) -> None:
     async with serve(small_artifact, max_explain_backlog=20, retry_after_s=2) as (app, client):
-        lane = app.state.service.explain_lane
+        lane = app.state.engine.explain_lane
         long = "a truly great , moving and beautifully acted film " * 3  # 27 tokens: 28 sequences
         # an empty backlog admits even a request larger than the limit: slow, never refused forever
         assert (await client.post("/predict", json={"text": long, "explain": True})).status_code == 200
@@ -418,8 +419,9 @@ async def test_full_explain_backlog_gives_503(small_artifact: Path) -> None:
 
 async def test_timed_out_explain_request_frees_the_lane(small_artifact: Path) -> None:
     probe = ModelProbe()
-    async with serve(small_artifact, probe, request_timeout_s=0.5, explain_queue_texts=4) as (app, client):
-        lane = app.state.service.explain_lane
+    async with serve(small_artifact, probe, request_timeout_s=0.5) as (app, client):
+        lane = app.state.engine.explain_lane
+        lane.size = 4
         r = await client.post("/predict", json={"texts": ["a great film", "a dull film"], "explain": True})
         assert r.status_code == 200
         probe.reset()

@@ -100,7 +100,7 @@ async def test_artifact_fault_stops_start_up_naming_file_and_problem(
         async with app.router.lifespan_context(app):
             pass
     assert str(raised.value) == message
-    assert not app.state.service.ready
+    assert not app.state.engine.ready
 
     # and through uvicorn: the process exits with the file and the problem named, never serving
     proc = _uvicorn(copy, _free_port())
@@ -185,7 +185,7 @@ async def test_full_queue_refuses_before_reading_the_body(small_artifact: Path) 
         running = asyncio.create_task(client.post("/predict", json={"text": "good"}))
         await probe.wait_entered()  # in the model now, no longer queued
         queued = asyncio.create_task(client.post("/predict", json={"texts": ["fine", "okay"]}))
-        while app.state.service.batcher.queued_texts < 2:
+        while app.state.engine.batcher.queued_texts < 2:
             await asyncio.sleep(0.002)
         r = await client.post("/predict", **malformed)
         assert_error(r, 503, "overloaded", "SENTIMENT_MAX_QUEUE_TEXTS=2")

@@ -1,5 +1,5 @@
 """Long documents (`long_text`: truncate | chunk) and per-sentence scores (`sentences`), through the
-API with the real small artifact and real IMDB reviews (app/long_text.py)."""
+API with the real small artifact and real IMDB reviews (core/long_text.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_api import ModelProbe, assert_error, serve
 
-from app.long_text import AGGREGATION, aggregate, encode_full, layout, sentence_bounds
+from core.long_text import AGGREGATION, aggregate, encode_full, layout, sentence_bounds
 from model.artifact import Artifact, load_artifact
 
 pytestmark = pytest.mark.asyncio

@@ -1,4 +1,4 @@
-"""Live model updates (POST /admin/reload, app/model_swap.py): a swap under load fails no request and
+"""Live model updates (POST /admin/reload, core/model_swap.py): a swap under load fails no request and
 each request is tokenized, scored and labelled by one model; bad artifacts are refused while the old
 model keeps serving. Uses the real small artifact and a second one derived from it."""
 
@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_api import assert_error, metric, serve
 
-from app.batcher import Batcher
+from core.batcher import Batcher
 from model.artifact import Artifact, load_artifact, sha256_file
 
 KEY = "admin-key-for-tests"
@@ -198,7 +198,7 @@ async def test_bad_artifacts_are_refused_and_the_old_model_keeps_serving(models:
             assert after["model"]["version"] == "small", name
             assert after["predictions"] == before["predictions"], name
             assert (await client.get("/info")).json()["model"]["version"] == "small"
-        assert app.state.service.active.artifact.path == (models / "v1").resolve()
+        assert app.state.engine.active.artifact.path == (models / "v1").resolve()
         metrics = (await client.get("/metrics")).text
         # and a good one still loads afterwards
         r = await client.post("/admin/reload", json={"model_dir": "v2"}, headers=AUTH)

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from app.deps import ReadyServiceDep
+from app.deps import ReadyEngineDep
 from app.errors import ApiError
-from app.model_swap import reload_model
 from app.openapi import error_responses
 from app.responses import OrjsonResponse
 from app.schemas import ErrorResponse, ModelIdentity, error_example
+from core.model_swap import reload_model
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -152,7 +152,7 @@ _INCOMPATIBLE = _doc(
     responses={**_INCOMPATIBLE, **_ARTIFACT_ERRORS, **error_responses(413, 500, 503)},
 )
 async def reload(
-    service: ReadyServiceDep,
+    engine: ReadyEngineDep,
     body: Annotated[ReloadRequest | None, Body()] = None,
 ) -> Response:
-    return OrjsonResponse(await reload_model(service, body.model_dir if body is not None else None))
+    return OrjsonResponse(await reload_model(engine, body.model_dir if body is not None else None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.deps import ReadyServiceDep, ServiceDep
+from app.deps import EngineDep, ReadyEngineDep, SettingsDep
 from app.openapi import error_responses
 from app.responses import OrjsonResponse
 from app.schemas import HealthResponse, InfoResponse, ReadyResponse
@@ -40,13 +40,13 @@ async def health() -> Response:
         **error_responses(500),
     },
 )
-async def ready(service: ServiceDep) -> Response:
-    if service.ready:
+async def ready(engine: EngineDep, settings: SettingsDep) -> Response:
+    if engine.ready:
         return OrjsonResponse({"ready": True, "status": "ready"})
     return OrjsonResponse(
-        {"ready": False, "status": str(service.phase)},
+        {"ready": False, "status": str(engine.phase)},
         status_code=503,
-        headers={"Retry-After": str(service.settings.retry_after_s)},
+        headers={"Retry-After": str(settings.retry_after_s)},
     )
 
 
@@ -56,11 +56,10 @@ async def ready(service: ServiceDep) -> Response:
     summary="Model identity, labels, evaluation metrics, limits and batching settings",
     responses=error_responses(500, 503),
 )
-async def info(service: ReadyServiceDep) -> Response:
-    active = service.active  # the model serving now (a reload swaps it; app/model_swap.py)
-    assert active is not None
+async def info(engine: ReadyEngineDep, s: SettingsDep) -> Response:
+    active = engine.active  # the model serving now (a reload swaps it; core/model_swap.py)
+    assert active is not None and engine.batcher is not None
     artifact = active.artifact
-    s = service.settings
     return OrjsonResponse(
         {
             "model": active.identity,
@@ -79,10 +78,10 @@ async def info(service: ReadyServiceDep) -> Response:
             },
             "batching": {
                 "max_batch_size": s.max_batch_size,
-                "max_batch_tokens": s.max_batch_tokens,
+                "max_batch_tokens": engine.batcher.max_batch_tokens,
                 "max_wait_ms": s.max_wait_ms,
                 "max_queue_texts": s.max_queue_texts,
-                "torch_threads": service.torch_threads,
+                "torch_threads": engine.torch_threads,
             },
         }
     )
@@ -107,5 +106,5 @@ async def info(service: ReadyServiceDep) -> Response:
         **error_responses(500),
     },
 )
-async def metrics(service: ServiceDep) -> Response:
-    return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+async def metrics(engine: EngineDep) -> Response:
+    return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

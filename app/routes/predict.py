@@ -1,27 +1,41 @@
-"""POST /predict: classify one text or many."""
+"""POST /predict: classify one text or many.
+
+The request path, stage by stage (LitServe's decode -> batch -> predict -> unbatch -> encode):
+
+    decode       `decode`: the raw body parsed and validated in one pass (json + pydantic-core)
+    check        the API key, then readiness and the limits (core/engine.py: `Engine.check_*`)
+    plan+submit  `Engine.submit`: tokenize into pieces, queue them as one batcher job
+    await        `Pending.result`: the batch worker's forward passes (disconnect -> job dropped)
+    reassemble   pieces -> one row per text; render: plain dicts (core/engine.py)
+    encode       orjson, one response
+
+`endpoint` is a plain ASGI callable that RequestMiddleware calls for every POST /predict, so the
+request skips FastAPI's router, dependency resolution, body parsing and response model: measured in
+bench/results/profile.md, they cost more than everything else outside the model together. The FastAPI
+route below is the same operation as OpenAPI describes it (request and response models, examples,
+every error status); it only documents: a POST /predict never reaches it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import re
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
-from starlette.responses import Response
-from starlette.types import Receive
+import orjson
+from fastapi import APIRouter, Body
+from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
-from app import long_text
-from app.batcher import BatchFailed, Closed, Job, Overloaded
-from app.deps import ReadyServiceDep
-from app.errors import ApiError, request_id
-from app.explain import explain_predictions
+from app.errors import _details, engine_error_response, error_response, request_id, validation_message
 from app.openapi import error_responses
-from app.responses import OrjsonResponse
 from app.schemas import BATCH_EXAMPLE, SINGLE_EXAMPLE, PredictRequest, PredictResponse
-from app.service import Service
+from app.security import UNAUTHORIZED_MESSAGE, key_matches
+from app.settings import Settings
+from core.engine import Engine, Options
+from core.errors import EngineError
 
 router = APIRouter(tags=["predict"])
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _EXAMPLES = {
     "one text": {"summary": "one text", "value": SINGLE_EXAMPLE},
@@ -31,85 +45,10 @@ _EXAMPLES = {
         "value": {**SINGLE_EXAMPLE, "explain": True},
     },
 }
-
-
-def check_limits(service: Service, body: PredictRequest, texts: list[str]) -> None:
-    """Per-request limits from the settings (pydantic checks types; these depend on configuration)."""
-    s = service.settings
-    if len(texts) > s.max_texts_per_request:
-        raise ApiError(
-            422,
-            "validation_error",
-            f"body.texts: {len(texts)} texts given; at most {s.max_texts_per_request} per request "
-            f"(SENTIMENT_MAX_TEXTS_PER_REQUEST={s.max_texts_per_request}); split them over several requests",
-            details=[{"loc": ["body", "texts"], "msg": "too many texts", "type": "too_many_texts"}],
-        )
-    problems: list[tuple[list[str | int], str, str]] = []
-    limit = s.max_chars_per_text
-    for i, text in enumerate(texts):
-        loc: list[str | int] = ["body", "text"] if body.text is not None else ["body", "texts", i]
-        if len(text) > limit:
-            msg = f"{len(text)} characters; at most {limit} per text (SENTIMENT_MAX_CHARS_PER_TEXT={limit})"
-            problems.append((loc, msg, "text_too_long"))
-        elif not text or text.isspace():
-            problems.append((loc, "the text is empty or only whitespace; send some words", "empty_text"))
-        elif not text.isascii() and _SURROGATE.search(text):
-            # A "\ud800" escape is valid JSON but not Unicode; the tokenizer would raise (a 500).
-            msg = "contains an unpaired surrogate (a \\ud800-\\udfff escape); send valid Unicode text"
-            problems.append((loc, msg, "invalid_unicode"))
-    if problems:
-        raise ApiError(
-            422,
-            "validation_error",
-            "; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg, _ in problems),
-            details=[{"loc": loc, "msg": msg, "type": kind} for loc, msg, kind in problems],
-        )
-
-
-async def _watch_disconnect(receive: Receive, job: Job) -> None:
-    # After the body is read, receive() only returns once the client has gone (or the response is
-    # complete, by when this task is cancelled): drop the job so its texts never reach the model.
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    job.drop()
-
-
-async def _await_job(request: Request, service: Service, job: Job) -> list[list[float]]:
-    timeout = service.settings.request_timeout_s
-    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(request.receive, job))
-    try:
-        async with asyncio.timeout(timeout):
-            return await job.future
-    except TimeoutError:
-        job.drop()
-        raise ApiError(
-            504,
-            "timeout",
-            f"no result within {timeout:g} s (SENTIMENT_REQUEST_TIMEOUT_S={timeout:g}); the server is busy, "
-            "retry later",
-        ) from None
-    except asyncio.CancelledError:
-        job.drop()
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # the server is cancelling us: not ours to swallow
-        # 499 (client closed request, as nginx logs it): nobody receives it, but logs and metrics do.
-        raise ApiError(
-            499, "client_closed_request", "the client disconnected before the result was ready"
-        ) from None
-    except BatchFailed as e:
-        raise ApiError(
-            500,
-            "internal_error",
-            f"inference failed for the batch holding this request (batch {e.batch_id}); "
-            f"quote id {request_id(request.scope)} when reporting it",
-        ) from e
-    except Closed as e:
-        raise ApiError(
-            503, "shutting_down", str(e), headers={"Retry-After": str(service.settings.retry_after_s)}
-        ) from e
-    finally:
-        watcher.cancel()
+_NOT_JSON = (
+    'body must be a JSON object like {"text": "..."} or {"texts": ["...", "..."]} sent with '
+    "Content-Type: application/json"
+)
 
 
 @router.post(
@@ -125,60 +64,144 @@ async def _await_job(request: Request, service: Service, job: Job) -> list[list[
     response_description="one prediction per text, in input order",
     responses=error_responses(413, 422, 500, 503, 504),
 )
-async def predict(
-    request: Request,
-    body: Annotated[PredictRequest, Body(openapi_examples=_EXAMPLES)],
-    service: ReadyServiceDep,
-) -> Response:
-    texts = body.as_list()
-    check_limits(service, body, texts)
-    s = service.settings
-    # Read once: a reload may swap the model while this request waits; it is scored and labelled by
-    # the model that tokenized it.
-    active = service.active
-    assert active is not None
-    # Tokenize here, not in the batch worker: both cost the same CPU per text (within 2%, see
-    # bench/results/tokenize_placement.md), and here the batcher gets the exact token counts its
-    # budget, length sort and split need, while the inference thread only runs forward passes.
-    # A text becomes one piece, or several (chunks of a long text, sentences): one job for all.
-    plan = long_text.plan(
-        active.artifact.tokenizer,
-        texts,
-        max_length=active.artifact.max_length,
-        mode=body.long_text or s.long_text,
-        sentences=body.sentences,
-        max_chunks=s.max_chunks_per_text,
-    )
-    long_text.check_pieces(plan, s.max_queue_texts)
+async def predict(body: Annotated[PredictRequest, Body(openapi_examples=_EXAMPLES)]) -> PredictResponse:
+    raise RuntimeError("POST /predict is answered by app.routes.predict.endpoint (see RequestMiddleware)")
+
+
+class BadRequest(Exception):
+    """The body is not a JSON object we can read: 422 with these errors (pydantic's shape)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if content_type is None:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+def parse(body: bytes, content_type: bytes | None) -> Any:
+    """Stage decode, part 1: the JSON document. BadRequest when it is not JSON at all."""
+    if not body:
+        raise BadRequest([{"loc": ("body",), "type": "missing", "msg": "Field required"}])
+    if not _is_json(content_type):
+        raise BadRequest([{"loc": ("body",), "type": "model_attributes_type", "msg": _NOT_JSON}])
     try:
-        job = service.batcher.submit(plan.ids, active.infer)  # type: ignore[union-attr]
-    except Overloaded as e:
-        raise ApiError(
-            503,
-            "overloaded",
-            f"the server is at capacity ({e}; SENTIMENT_MAX_QUEUE_TEXTS={s.max_queue_texts}); retry after "
-            f"{s.retry_after_s} s",
-            headers={"Retry-After": str(s.retry_after_s)},
+        return json.loads(body)  # bytes: UTF-8 (a BOM is allowed), the last of repeated keys wins
+    except json.JSONDecodeError as e:
+        raise BadRequest(
+            [
+                {
+                    "loc": ("body", e.pos),
+                    "type": "json_invalid",
+                    "msg": "JSON decode error",
+                    "ctx": {"error": e.msg},
+                }
+            ]
         ) from None
-    except Closed:
-        raise ApiError(
-            503,
-            "shutting_down",
-            "the server is shutting down; retry on another instance",
-            headers={"Retry-After": str(service.settings.retry_after_s)},
+    except (UnicodeDecodeError, RecursionError, ValueError) as e:  # not UTF-8, too deep, too long an int
+        raise BadRequest(
+            [
+                {
+                    "loc": ("body",),
+                    "type": "json_invalid",
+                    "msg": "JSON decode error",
+                    "ctx": {"error": f"{type(e).__name__}; send a UTF-8 encoded JSON object"},
+                }
+            ]
         ) from None
-    rows = await _await_job(request, service, job)
-    state = request.scope["state"]
-    state["batch_ids"] = job.batch_ids
+
+
+def validate(document: Any) -> PredictRequest:
+    """Stage decode, part 2: the fields, in pydantic-core (strict, as the schema says)."""
+    try:
+        return PredictRequest.model_validate(document)
+    except ValidationError as e:
+        raise BadRequest(
+            [
+                {**err, "loc": ("body", *err["loc"])}
+                for err in e.errors(include_url=False, include_input=False)
+            ]
+        ) from None
+
+
+def _bad_request(errors: list[dict[str, Any]], rid: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    resp = error_response(422, "validation_error", validation_message(errors), rid, details=_details(errors))
+    return 422, resp.body, []
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body (RequestMiddleware has enforced the size limit), or None if the client left."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _watch_disconnect(receive: Receive, pending: Any) -> None:
+    # After the body is read, receive() only returns once the client has gone (or the response is
+    # complete, by when this task is cancelled): drop the request so its texts never reach the model.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    pending.drop()
+
+
+async def answer(
+    engine: Engine, settings: Settings, scope: Scope, receive: Receive
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The whole pipeline for one request: (status, body, extra headers)."""
+    rid = request_id(scope)
+    body = await _read_body(receive)
+    if body is None:  # gone before the whole body arrived: nobody to answer (logged as 499)
+        return 499, b"", []
+    headers = dict(scope["headers"]) if settings.api_key is not None else None
+    content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+    request: PredictRequest | None = None
+    field_errors: list[dict[str, Any]] | None = None
+    try:
+        document = parse(body, content_type)
+    except BadRequest as e:
+        return _bad_request(e.errors, rid)  # malformed JSON first: before the key and readiness
+    if headers is not None and not key_matches(settings, headers.get(b"authorization")):
+        resp = error_response(401, "unauthorized", UNAUTHORIZED_MESSAGE, rid)
+        return 401, resp.body, [(b"www-authenticate", b"Bearer")]
+    try:
+        request = validate(document)
+    except BadRequest as e:
+        field_errors = e.errors
+    try:
+        engine.check_ready()
+        if field_errors is not None:
+            return _bad_request(field_errors, rid)
+        assert request is not None
+        texts = request.as_list()
+        options = Options(request.long_text or settings.long_text, request.sentences, request.explain)
+        pending = engine.submit(texts, options, single=request.text is not None)
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, pending))
+        try:
+            out = await pending.result()
+        finally:
+            watcher.cancel()
+    except EngineError as e:
+        resp = engine_error_response(e, rid, settings.retry_after_s)
+        extra = [(k.encode(), v.encode()) for k, v in resp.headers.items() if k == "retry-after"]
+        return resp.status_code, resp.body, extra
+    state = scope["state"]
+    state["batch_ids"] = pending.batch_ids
     state["texts"] = len(texts)
-    results = long_text.reassemble(plan, rows)
-    out = service.render(
-        [r.row for r in results],
-        [r.truncated for r in results],
-        model=active,
-        chunks=[r.chunks for r in results],
-        extra=long_text.sentence_fields(results, texts, active.labels) if body.sentences else None,
-    )
-    if body.explain:  # after the plain rows: occlusion sequences go through their own lane (app/explain.py)
-        await explain_predictions(request, service, texts, plan, out["predictions"], _await_job, active)
-    return OrjsonResponse(out)
+    return 200, orjson.dumps(out), []
+
+
+async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /predict as a plain ASGI app (RequestMiddleware calls it; scope["app"] is the FastAPI app)."""
+    state = scope["app"].state
+    status, body, extra = await answer(state.engine, state.settings, scope, receive)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

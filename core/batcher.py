@@ -16,7 +16,7 @@ request that is dropped (client gone, timeout) gives its queue room back at once
 texts never reach the model. An exception in a forward pass fails only the requests in that batch.
 
 Each job carries the inference function (the model) it was submitted for, and a batch never mixes two:
-a request tokenized by one model is scored by that model even if a reload (app/model_swap.py) swaps
+a request tokenized by one model is scored by that model even if a reload (core/model_swap.py) swaps
 the default while it waits. The queue is FIFO, so a swap costs at most one short batch.
 """
 
@@ -31,10 +31,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from app.metrics import Metrics
+from core.errors import BatchFailed, Overloaded, ShuttingDown
 
-log = logging.getLogger("app.batcher")
+if TYPE_CHECKING:
+    from core.metrics import Metrics
+
+log = logging.getLogger("core.batcher")
 
 # Runs in the executor thread: token ids (sorted longest first) -> one probability row per text.
 InferFn = Callable[[list[list[int]]], list[list[float]]]
@@ -59,21 +61,11 @@ def split_by_length(lengths: Sequence[int], pad_ratio: float, min_size: int) -> 
     return cuts
 
 
-class Overloaded(Exception):
-    """The queue has no room for the request's texts."""
-
-
-class Closed(Exception):
-    """The batcher is shutting down and takes no new work."""
-
-
-class BatchFailed(Exception):
-    """The forward pass of a batch holding some of the request's texts raised."""
-
-    def __init__(self, batch_id: int, cause: BaseException) -> None:
-        super().__init__(f"batch {batch_id} failed: {type(cause).__name__}: {cause}")
-        self.batch_id = batch_id
-        self.cause = cause
+def overloaded_message(queued: int, max_queue_texts: int) -> str:
+    return (
+        f"the server is at capacity (queue full: {queued} of {max_queue_texts} texts waiting; "
+        f"SENTIMENT_MAX_QUEUE_TEXTS={max_queue_texts}); retry shortly"
+    )
 
 
 class Job:
@@ -205,7 +197,7 @@ class Batcher:
             log.warning("shutdown grace of %.1f s over: failing %d queued texts", grace_s, self._queued)
         for job in self._queue:
             if not job.future.done():
-                job.future.set_exception(Closed("the server shut down before these texts were run"))
+                job.future.set_exception(ShuttingDown("the server shut down before these texts were run"))
         self._queue.clear()
         self._queued = 0
         self._stopping = True
@@ -222,15 +214,15 @@ class Batcher:
 
     def submit(self, ids: list[list[int]], infer: InferFn | None = None) -> Job:
         """Queue a request's texts (all or nothing) and return its job; await `job.future` for the
-        probability rows in input order. Raises Overloaded or Closed at once instead of queueing.
+        probability rows in input order. Raises Overloaded or ShuttingDown at once instead of queueing.
         `infer`: the model that tokenized `ids` (default: the current one)."""
         if not self._accepting:
-            raise Closed("the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         n = len(ids)
         if self._queued + n > self.max_queue_texts:
             if self._metrics:
                 self._metrics.rejected_texts.labels("overloaded").inc(n)
-            raise Overloaded(f"queue full ({self._queued} of {self.max_queue_texts} texts waiting)")
+            raise Overloaded(overloaded_message(self._queued, self.max_queue_texts))
         job = Job(self, ids, asyncio.get_running_loop().create_future(), infer or self._infer)
         self._queue.append(job)
         self._queued += n

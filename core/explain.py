@@ -2,7 +2,7 @@
 
 A token's score is p(target | text) − p(target | text without that token), where `target` is the
 label the response gives the text and p is scored as the plain path scores it: the pieces the text
-was planned into (app/long_text.py: one, or several chunks in chunk mode), aggregated. Deleting a
+was planned into (core/long_text.py: one, or several chunks in chunk mode), aggregated. Deleting a
 token changes only the chunk it is in; the text is re-aggregated with that chunk's new row. Positive
 scores pushed the prediction towards `target`. The occluded variants are extra sequences in the same
 batcher, so they share forward passes with everything else (docs/ARCHITECTURE.md says why occlusion
@@ -21,26 +21,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
 from tokenizers import Tokenizer
 
-from app.batcher import Batcher, InferFn, Job, Overloaded
-from app.errors import ApiError
-from app.long_text import AGGREGATION, Plan, aggregate
-from app.settings import Settings
+from core.batcher import Batcher, InferFn, Job
+from core.errors import Overloaded
+from core.long_text import AGGREGATION, Plan, aggregate
+from core.settings import EngineSettings
 from model.alignment import MAX_WIDEN, pieces, repair_offsets
 from model.tokenizer import UNK_ID
 
 if TYPE_CHECKING:
-    from app.service import ActiveModel, Service
+    from core.engine import ActiveModel
 
 METHOD = "occlusion"
-# app/routes/predict.py's _await_job, passed in (the route imports this module, not the reverse).
-AwaitJob = Callable[[Request, "Service", Any], Awaitable[Any]]
 
 
 # --- which tokens, where ----------------------------------------------------------------------------
@@ -190,7 +187,7 @@ class ExplainLane:
 class ExplainJob:
     """All texts of one explain request, one batcher job per text as the lane admits them.
 
-    Quacks like `app.batcher.Job` for the route (`future`, `drop()`, `batch_ids`): `future` resolves
+    Quacks like `core.batcher.Job` for the engine (`future`, `drop()`, `batch_ids`): `future` resolves
     to the texts' (aggregated) probability rows in input order, as a plain job's reassembled rows;
     `explanations(labels, targets)` is ready with it."""
 
@@ -200,7 +197,7 @@ class ExplainJob:
         batcher: Batcher,
         infer: InferFn,
         items: list[Explained],
-        settings: Settings,
+        settings: EngineSettings,
     ) -> None:
         self.items = items
         self.batch_ids: list[int] = []
@@ -238,19 +235,8 @@ class ExplainJob:
         item, weight = self.items[i], self._weights[i]
         await self._lane.acquire(weight)
         try:
-            try:
-                occluded = chunk_occlusions(item.chunks, len(item.tokens))
-                seqs = [*item.chunks, *(seq for _, seq in occluded)]
-                job = self._batcher.submit(seqs, self._infer)
-            except Overloaded as e:
-                s = self._settings
-                raise ApiError(
-                    503,
-                    "overloaded",
-                    f"the server is at capacity ({e}; SENTIMENT_MAX_QUEUE_TEXTS={s.max_queue_texts}); "
-                    f"retry after {s.retry_after_s} s",
-                    headers={"Retry-After": str(s.retry_after_s)},
-                ) from None
+            occluded = chunk_occlusions(item.chunks, len(item.tokens))
+            job = self._batcher.submit([*item.chunks, *(seq for _, seq in occluded)], self._infer)
             self._jobs.append(job)
             self._rows[i] = await job.future
             self.batch_ids.extend(b for b in job.batch_ids if b not in self.batch_ids)
@@ -274,49 +260,23 @@ class ExplainJob:
         ]
 
 
-async def explain_predictions(
-    request: Request,
-    service: Service,
-    texts: Sequence[str],
-    plan: Plan,
-    predictions: list[dict[str, Any]],
-    await_job: AwaitJob,
-    model: ActiveModel | None = None,
-) -> None:
-    """Add `explanation` to each rendered prediction, of the label it gives (in chunk mode the first
-    chunk's own label may differ). `plan` is how the plain path scored `texts`; `await_job` is the
-    route's own wait (timeout, disconnect, error mapping), so an explain request fails exactly like a
-    plain one; `model` is the model that scored the plain rows (default: the current one), which
-    explains them too."""
-    active, batcher = model or service.active, service.batcher
-    assert active is not None and batcher is not None
-    job = submit(service.explain_lane, batcher, active, texts, plan, service.settings)
-    await await_job(request, service, job)
-    targets = [active.labels.index(pred["label"]) for pred in predictions]
-    for pred, expl in zip(predictions, job.explanations(active.labels, targets), strict=True):
-        pred["explanation"] = expl
-
-
 def submit(
     lane: ExplainLane,
     batcher: Batcher,
     model: ActiveModel,
     texts: Sequence[str],
     plan: Plan,
-    settings: Settings,
+    settings: EngineSettings,
 ) -> ExplainJob:
-    """Admit an explain request (503 at once if the explain backlog is full) and start it."""
+    """Admit an explain request (Overloaded at once if the explain backlog is full) and start it."""
     items = prepare(model.artifact.tokenizer, texts, settings.max_explain_tokens, chunk_ids(plan))
     weight = sum(item.sequences for item in items)
     # An empty backlog takes any request, so one larger than the limit is slow, not refused forever.
     if lane.backlog and lane.backlog + weight > lane.max_backlog:
-        raise ApiError(
-            503,
-            "overloaded",
+        raise Overloaded(
             f"too many explanations in progress ({lane.backlog} sequences waiting, this request needs "
-            f"{weight}; SENTIMENT_MAX_EXPLAIN_BACKLOG={lane.max_backlog}); retry after "
-            f"{settings.retry_after_s} s, or send fewer texts per explain request",
-            headers={"Retry-After": str(settings.retry_after_s)},
+            f"{weight}; SENTIMENT_MAX_EXPLAIN_BACKLOG={lane.max_backlog}); retry shortly, or send fewer "
+            "texts per explain request"
         )
     lane.backlog += weight
     return ExplainJob(lane, batcher, model.infer, items, settings)

@@ -28,6 +28,7 @@ from typing import Literal
 
 from tokenizers import Encoding, Tokenizer
 
+from core.errors import InvalidInput
 from model.tokenizer import UNK_ID, token_ids
 
 Mode = Literal["truncate", "chunk"]
@@ -288,11 +289,7 @@ def reassemble(p: Plan, rows: Sequence[list[float]], how: Aggregation = AGGREGAT
 def check_pieces(p: Plan, max_queue_texts: int) -> None:
     """A request whose pieces could never fit in the queue would get 503 forever: 422 instead."""
     if len(p.ids) > max_queue_texts:
-        from app.errors import ApiError  # lazy: this module is also used offline (bench/)
-
-        raise ApiError(
-            422,
-            "validation_error",
+        raise InvalidInput(
             f"body: the texts split into {len(p.ids)} pieces to score (chunks and sentences); at most "
             f"{max_queue_texts} fit in the queue (SENTIMENT_MAX_QUEUE_TEXTS={max_queue_texts}); send fewer "
             "or shorter texts per request, or leave `sentences` off",

@@ -1,7 +1,7 @@
 """Live model updates (POST /admin/reload): load a new artifact beside the serving one, check it,
 warm it up, then swap without dropping a request.
 
-1. One reload at a time (`service.reload_lock`): a second one waits, then runs against the new state.
+1. One reload at a time (`engine.reload_lock`): a second one waits, then runs against the new state.
 2. Which artifact: the request's `model_dir` (relative to the model root, and never outside it), or
    else SENTIMENT_MODEL_DIR with its `latest` pointer resolved again now.
 3. The same directory with the same checksums as the serving model: nothing to do (`changed: false`).
@@ -10,8 +10,8 @@ warm it up, then swap without dropping a request.
 5. Its labels must equal the serving model's (clients rely on them): else 409.
 6. A smoke prediction, then the warm-up shapes (SENTIMENT_WARMUP), each as its own call in the
    inference thread, so served batches run between them instead of waiting for the whole warm-up.
-7. The swap: `Service.activate`, one synchronous step on the event loop. Requests read
-   `service.active` once; jobs carry their model's inference function and the batcher never mixes
+7. The swap: `Engine.activate`, one synchronous step on the event loop. Requests read
+   `engine.active` once; jobs carry their model's inference function and the batcher never mixes
    two models in one forward pass (app/batcher.py), so every request is tokenized, scored and
    labelled by one model, old or new, and the old one is freed when its last job has finished.
 """
@@ -25,20 +25,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import ApiError
-from app.service import warm_up
+from core.engine import warm_up
+from core.errors import EngineError, IncompatibleArtifact, InvalidArtifact, InvalidInput, ShuttingDown
 from model.artifact import META_FILE, Artifact, ArtifactError, load_artifact, read_meta, resolve_artifact_dir
 
 if TYPE_CHECKING:
-    from app.service import Service
-    from app.settings import Settings
+    from core.engine import Engine
+    from core.settings import EngineSettings
 
-log = logging.getLogger("app.model_swap")
+log = logging.getLogger("core.model_swap")
 
 SMOKE_TEXTS = ["a gorgeous , witty , seductive movie .", "a dull , lifeless and utterly boring mess ."]
 
 
-def model_root(settings: Settings) -> Path:
+def model_root(settings: EngineSettings) -> Path:
     """The folder reloads may load from: SENTIMENT_MODEL_DIR, or its parent when it is itself an
     artifact (then its siblings are the other versions)."""
     d = settings.model_dir
@@ -47,7 +47,7 @@ def model_root(settings: Settings) -> Path:
     return d
 
 
-def target_dir(settings: Settings, model_dir: str | None) -> Path:
+def target_dir(settings: EngineSettings, model_dir: str | None) -> Path:
     """The artifact directory a reload loads, resolved (symlinks followed)."""
     if model_dir is None:
         target = settings.model_dir  # its `latest` pointer is followed again now
@@ -56,9 +56,7 @@ def target_dir(settings: Settings, model_dir: str | None) -> Path:
         given = Path(model_dir)
         target = given if given.is_absolute() else root / given
         if not target.resolve().is_relative_to(root):
-            raise ApiError(
-                422,
-                "validation_error",
+            raise InvalidInput(
                 f"body.model_dir: {model_dir} is outside the model root {root} (the folder of "
                 "SENTIMENT_MODEL_DIR); give an artifact folder inside it, relative or absolute",
                 details=[
@@ -71,8 +69,8 @@ def target_dir(settings: Settings, model_dir: str | None) -> Path:
         raise invalid(e) from None
 
 
-def invalid(e: ArtifactError) -> ApiError:
-    return ApiError(422, "invalid_artifact", f"{e}; the current model keeps serving")
+def invalid(e: ArtifactError) -> InvalidArtifact:
+    return InvalidArtifact(f"{e}; the current model keeps serving")
 
 
 def smoke_check(rows: list[list[float]], artifact: Artifact) -> None:
@@ -90,15 +88,15 @@ def smoke_check(rows: list[list[float]], artifact: Artifact) -> None:
             raise ArtifactError(f"{where}: the smoke prediction gave {r}, not probabilities")
 
 
-async def reload_model(service: Service, model_dir: str | None) -> dict[str, Any]:
+async def reload_model(engine: Engine, model_dir: str | None) -> dict[str, Any]:
     """Load, check, warm up and activate an artifact; the body of a successful POST /admin/reload."""
-    metrics = service.metrics.model_reloads
+    metrics = engine.metrics.model_reloads
     try:
-        async with service.reload_lock:
-            result = await _reload(service, model_dir)
-    except ApiError as e:
-        metrics.labels("refused" if e.status < 500 else "failed").inc()
-        log.warning("model reload refused (%d %s): %s", e.status, e.code, e.message)
+        async with engine.reload_lock:
+            result = await _reload(engine, model_dir)
+    except EngineError as e:
+        metrics.labels("failed" if isinstance(e, ShuttingDown) else "refused").inc()
+        log.warning("model reload refused (%s): %s", type(e).__name__, e.message)
         raise
     except Exception:
         metrics.labels("failed").inc()
@@ -108,8 +106,8 @@ async def reload_model(service: Service, model_dir: str | None) -> dict[str, Any
     return result
 
 
-async def _reload(service: Service, model_dir: str | None) -> dict[str, Any]:
-    settings, batcher, old = service.settings, service.batcher, service.active
+async def _reload(engine: Engine, model_dir: str | None) -> dict[str, Any]:
+    settings, batcher, old = engine.settings, engine.batcher, engine.active
     assert batcher is not None and old is not None
     loop = asyncio.get_running_loop()
     path = await loop.run_in_executor(None, target_dir, settings, model_dir)
@@ -129,14 +127,12 @@ async def _reload(service: Service, model_dir: str | None) -> dict[str, Any]:
         raise invalid(e) from None
     seconds["load"] = time.perf_counter() - t0
     if artifact.labels != old.labels:
-        raise ApiError(
-            409,
-            "incompatible_artifact",
+        raise IncompatibleArtifact(
             f"{path / META_FILE}: labels {artifact.labels} differ from the serving model's {old.labels}; "
             "clients rely on the labels, so changing them needs a restart. The current model keeps serving",
         )
 
-    infer = service.infer_for(artifact)
+    infer = engine.infer_for(artifact)
     t0 = time.perf_counter()
     try:
         ids = sorted(artifact.tokenize(SMOKE_TEXTS)[0], key=len, reverse=True)
@@ -150,14 +146,9 @@ async def _reload(service: Service, model_dir: str | None) -> dict[str, Any]:
     if settings.warmup:
         seconds["warmup"] = await loop.run_in_executor(None, warm_up, batcher, artifact, settings, infer)
 
-    if not service.ready:  # shutdown began while loading: nothing to swap into
-        raise ApiError(
-            503,
-            "shutting_down",
-            "the server began shutting down during the reload; the model was not swapped",
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
-    new = service.activate(artifact, infer)
+    if not engine.ready:  # shutdown began while loading: nothing to swap into
+        raise ShuttingDown("the server began shutting down during the reload; the model was not swapped")
+    new = engine.activate(artifact, infer)
     log.info(
         "model reloaded: %s %s -> %s %s from %s (load %.2f s, smoke %.3f s, warm-up %.2f s)",
         *old.identity.values(), *new.identity.values(), path, *seconds.values(),

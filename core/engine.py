@@ -1,0 +1,375 @@
+"""The engine: the active model, the batcher and the lifecycle phase, and the /predict pipeline in one
+place with no HTTP in it:
+
+    plan (tokenize; chunks, sentences)  ->  submit (to the batch queue)  ->  await (the batch worker's
+    forward passes)  ->  reassemble (a text's pieces into its row)  ->  render (plain dicts)
+
+`Engine.submit` runs the first two stages and returns a `Pending`; `await pending.result()` runs the
+rest. The HTTP layer (app/) decodes the request before, encodes the dicts after, and maps the
+exceptions of core/errors.py to statuses. Errors are raised, never answered, here."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from core import explain, long_text
+from core.batcher import Batcher, InferFn, Job
+from core.errors import ClientGone, InvalidInput, NotReady, ShuttingDown, TimedOut
+from core.explain import ExplainJob, ExplainLane
+from core.metrics import Metrics
+from core.settings import EngineSettings
+from model.artifact import Artifact, ArtifactError, load_artifact
+
+log = logging.getLogger("core.engine")
+
+# Test seam: wraps the model's inference function (e.g. to inject faults).
+InferWrapper = Callable[[InferFn, Artifact], InferFn]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True, eq=False)
+class ActiveModel:
+    """The serving model and what derives from it, replaced as one object by a reload
+    (core/model_swap.py). A request reads `engine.active` once, so the artifact that tokenizes its
+    texts also scores them (jobs carry `infer`) and names itself in the response."""
+
+    artifact: Artifact
+    infer: InferFn
+    identity: dict[str, str]
+    labels: list[str]
+
+
+class Phase(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How to score a request's texts (the request's options, with the settings' defaults)."""
+
+    long_text: long_text.Mode
+    sentences: bool = False
+    explain: bool = False
+
+
+class Engine:
+    def __init__(
+        self, settings: EngineSettings, metrics: Metrics, infer_wrapper: InferWrapper | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.infer_wrapper = infer_wrapper
+        self.phase = Phase.STARTING
+        self.batcher: Batcher | None = None
+        self.active: ActiveModel | None = None
+        self.reload_lock = asyncio.Lock()  # one model reload at a time (core/model_swap.py)
+        self.torch_threads = 0
+        # Admission of explain requests' occlusion sequences (core/explain.py): kept across model swaps.
+        self.explain_lane = ExplainLane(settings.explain_queue_texts, settings.max_explain_backlog)
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.READY and self.batcher is not None and self.batcher.running
+
+    def begin_drain(self) -> bool:
+        """Stop taking new work (/ready and /predict answer 503); True the first time."""
+        if self.phase is Phase.DRAINING:
+            return False
+        self.phase = Phase.DRAINING
+        log.info("draining: /ready is 503 and new requests are refused")
+        return True
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the artifact (every checksum verified first: a missing or corrupt one raises
+        ArtifactError naming the file), warm up, start the batch worker; then the engine is ready."""
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        self.phase = Phase.STARTING
+        self.torch_threads = settings.resolved_torch_threads()
+        torch.set_num_threads(self.torch_threads)
+        try:
+            artifact = await loop.run_in_executor(None, load_artifact, settings.model_dir)
+        except ArtifactError as e:
+            log.critical("start-up failed: %s", e)
+            raise
+        infer = self.infer_for(artifact)
+        batcher = Batcher(
+            infer,
+            max_batch_size=settings.max_batch_size,
+            max_batch_tokens=batch_tokens(settings, artifact),
+            max_wait_ms=settings.max_wait_ms,
+            coalesce=settings.coalesce_fraction,
+            max_queue_texts=settings.max_queue_texts,
+            metrics=self.metrics,
+        )
+        if settings.warmup:
+            seconds = await loop.run_in_executor(None, warm_up, batcher, artifact, settings)
+            log.info("warm-up done in %.2f s", seconds)
+        self.batcher = batcher
+        identity = self.activate(artifact, infer).identity
+        batcher.start()
+        self.phase = Phase.READY
+        log.info(
+            "ready: model %s %s from %s, torch threads %d, max batch %d",
+            identity["name"], identity["version"], artifact.path, self.torch_threads,
+            settings.max_batch_size,
+        )  # fmt: skip
+
+    async def close(self) -> None:
+        """Refuse new work, let queued work finish for up to shutdown_grace_s, then stop."""
+        self.begin_drain()
+        if self.batcher is not None:
+            await self.batcher.close(self.settings.shutdown_grace_s)
+
+    def infer_for(self, artifact: Artifact) -> InferFn:
+        infer = make_infer(artifact)
+        if self.infer_wrapper is not None:
+            infer = self.infer_wrapper(infer, artifact)
+        return infer
+
+    def activate(self, artifact: Artifact, infer: InferFn) -> ActiveModel:
+        """Make `artifact` the serving model, in one step on the event loop (no await): requests
+        that already hold the previous ActiveModel finish with it."""
+        old = self.active
+        active = ActiveModel(
+            artifact,
+            infer,
+            {"name": str(artifact.meta["name"]), "version": str(artifact.meta["version"])},
+            artifact.labels,
+        )
+        self.active = active
+        if self.batcher is not None:
+            self.batcher.max_batch_tokens = batch_tokens(self.settings, artifact)
+            self.batcher.set_infer(infer)
+        info = self.metrics.model_info
+        if old is not None and old.identity != active.identity:
+            info.labels(**old.identity).set(0)  # multi-process mode keeps the last value written
+            info.remove(*old.identity.values())
+        info.labels(**active.identity).set(1)
+        return active
+
+    def render(
+        self,
+        rows: list[list[float]],
+        truncated: list[bool],
+        *,
+        model: ActiveModel | None = None,
+        chunks: list[int] | None = None,
+        extra: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """The /predict body, built as plain dicts (orjson serialises them; no pydantic per request).
+        `model`: the ActiveModel that scored the rows (default: the current one); `extra`: more
+        fields per prediction (e.g. `sentences`)."""
+        model = model or self.active
+        assert model is not None  # only called once a model is active
+        labels = model.labels
+        preds = []
+        for i, (row, cut) in enumerate(zip(rows, truncated, strict=True)):
+            best = max(range(len(row)), key=row.__getitem__)
+            probabilities = dict(zip(labels, row, strict=True))
+            pred = {
+                "label": labels[best],
+                "score": row[best],
+                "probabilities": probabilities,
+                "truncated": cut,
+                "chunks": chunks[i] if chunks is not None else 1,
+            }
+            if extra is not None:
+                pred.update(extra[i])
+            preds.append(pred)
+        return {"model": model.identity, "predictions": preds}
+
+    # --- the /predict pipeline -------------------------------------------------------------------------
+
+    def check_ready(self) -> None:
+        if not self.ready:
+            if self.phase is Phase.DRAINING:
+                raise ShuttingDown("the server is shutting down; retry on another instance")
+            raise NotReady("the model is still loading; retry shortly")
+
+    def check_limits(self, texts: Sequence[str], single: bool) -> None:
+        """Per-request limits from the settings (the HTTP layer has checked types). `single`: the texts
+        came as one `text`, which names the field in error locations."""
+        s = self.settings
+        if len(texts) > s.max_texts_per_request:
+            raise InvalidInput(
+                f"body.texts: {len(texts)} texts given; at most {s.max_texts_per_request} per request "
+                f"(SENTIMENT_MAX_TEXTS_PER_REQUEST={s.max_texts_per_request}); split them over several "
+                "requests",
+                details=[{"loc": ["body", "texts"], "msg": "too many texts", "type": "too_many_texts"}],
+            )
+        problems: list[tuple[list[str | int], str, str]] = []
+        limit = s.max_chars_per_text
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                msg = (
+                    f"{len(text)} characters; at most {limit} per text (SENTIMENT_MAX_CHARS_PER_TEXT={limit})"
+                )
+                kind = "text_too_long"
+            elif not text or text.isspace():
+                msg, kind = "the text is empty or only whitespace; send some words", "empty_text"
+            elif not text.isascii() and _SURROGATE.search(text):
+                # A "\ud800" escape is valid JSON but not Unicode; the tokenizer would raise.
+                msg = "contains an unpaired surrogate (a \\ud800-\\udfff escape); send valid Unicode text"
+                kind = "invalid_unicode"
+            else:
+                continue
+            problems.append((["body", "text"] if single else ["body", "texts", i], msg, kind))
+        if problems:
+            raise InvalidInput(
+                "; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg, _ in problems),
+                details=[{"loc": loc, "msg": msg, "type": kind} for loc, msg, kind in problems],
+            )
+
+    def submit(self, texts: list[str], options: Options, *, single: bool = False) -> Pending:
+        """Stages plan and submit: check, tokenize into pieces and queue them as one batcher job.
+        Raises NotReady, ShuttingDown, InvalidInput or Overloaded at once."""
+        self.check_ready()
+        self.check_limits(texts, single)
+        # Read once: a reload may swap the model while this request waits; it is scored and labelled
+        # by the model that tokenized it.
+        active = self.active
+        assert active is not None and self.batcher is not None
+        # Tokenized here, not in the batch worker: both cost the same CPU per text (within 2%,
+        # bench/results/tokenize_placement.md), and here the batcher gets the exact token counts its
+        # length sort and split need, while the inference thread only runs forward passes.
+        plan = long_text.plan(
+            active.artifact.tokenizer,
+            texts,
+            max_length=active.artifact.max_length,
+            mode=options.long_text,
+            sentences=options.sentences,
+            max_chunks=self.settings.max_chunks_per_text,
+        )
+        long_text.check_pieces(plan, self.settings.max_queue_texts)
+        job = self.batcher.submit(plan.ids, active.infer)
+        return Pending(self, active, texts, options, plan, job)
+
+
+class Pending:
+    """A submitted request: `await result()` for the rendered predictions, `drop()` when the caller has
+    gone (its texts still queued never reach the model, and result() raises ClientGone)."""
+
+    __slots__ = ("_engine", "_gone", "_job", "active", "batch_ids", "options", "plan", "texts")
+
+    def __init__(
+        self,
+        engine: Engine,
+        active: ActiveModel,
+        texts: list[str],
+        options: Options,
+        plan: long_text.Plan,
+        job: Job,
+    ) -> None:
+        self._engine, self.active, self.texts, self.options, self.plan = engine, active, texts, options, plan
+        self._job: Job | ExplainJob = job
+        self._gone = False
+        self.batch_ids: list[int] = job.batch_ids
+
+    def drop(self) -> None:
+        self._gone = True
+        self._job.drop()
+
+    async def _wait(self, job: Job | ExplainJob, timeout: float) -> list[list[float]]:
+        self._job = job
+        try:
+            async with asyncio.timeout(timeout):
+                return await job.future
+        except TimeoutError:
+            job.drop()
+            t = self._engine.settings.request_timeout_s
+            raise TimedOut(
+                f"no result within {t:g} s (SENTIMENT_REQUEST_TIMEOUT_S={t:g}); the server is busy, "
+                "retry later"
+            ) from None
+        except asyncio.CancelledError:
+            job.drop()
+            if not self._gone:
+                raise  # the server is cancelling us: not ours to swallow
+            raise ClientGone("the client disconnected before the result was ready") from None
+
+    async def result(self) -> dict[str, Any]:
+        """Stages await, reassemble and render (and explain, after the plain rows: occlusion sequences
+        go through their own lane, core/explain.py). Raises TimedOut, BatchFailed, ShuttingDown,
+        Overloaded (explain backlog) or ClientGone."""
+        engine, active, texts = self._engine, self.active, self.texts
+        deadline = time.monotonic() + engine.settings.request_timeout_s
+        rows = await self._wait(self._job, engine.settings.request_timeout_s)
+        results = long_text.reassemble(self.plan, rows)
+        out = engine.render(
+            [r.row for r in results],
+            [r.truncated for r in results],
+            model=active,
+            chunks=[r.chunks for r in results],
+            extra=long_text.sentence_fields(results, texts, active.labels)
+            if self.options.sentences
+            else None,
+        )
+        if self.options.explain:
+            assert engine.batcher is not None
+            job = explain.submit(
+                engine.explain_lane, engine.batcher, active, texts, self.plan, engine.settings
+            )
+            await self._wait(job, max(0.0, deadline - time.monotonic()))
+            self.batch_ids = sorted({*self.batch_ids, *job.batch_ids})
+            # Each explanation is of the label the response gives (in chunk mode the first chunk's
+            # own label may differ).
+            targets = [active.labels.index(pred["label"]) for pred in out["predictions"]]
+            for pred, expl in zip(out["predictions"], job.explanations(active.labels, targets), strict=True):
+                pred["explanation"] = expl
+        return out
+
+
+def batch_tokens(settings: EngineSettings, artifact: Artifact) -> int:
+    """The batcher's padded-token budget: a full batch of the longest pieces (none exceeds max_length)."""
+    return settings.max_batch_size * artifact.max_length
+
+
+def make_infer(artifact: Artifact) -> InferFn:
+    def infer(ids: list[list[int]]) -> list[list[float]]:
+        return artifact.probabilities(ids).tolist()
+
+    return infer
+
+
+def warmup_shapes(max_batch_size: int, max_length: int) -> list[tuple[int, int]]:
+    """(batch size, length) pairs covering what the batcher will send: powers of two up to the
+    largest batch, short to maximum lengths."""
+    sizes = sorted(
+        {1 << i for i in range(max_batch_size.bit_length()) if 1 << i <= max_batch_size} | {max_batch_size}
+    )
+    lengths = sorted({n for n in (4, 16, 48, max_length) if n <= max_length} or {max_length})
+    return [(b, n) for b in sizes for n in lengths]
+
+
+def warm_up(
+    batcher: Batcher, artifact: Artifact, settings: EngineSettings, infer: InferFn | None = None
+) -> float:
+    """Run every warm-up shape in the inference thread, so the first real requests are not slow: the
+    TorchScript executor profiles and optimises on the first calls (measured: the first call takes
+    ~15x a steady one, the second ~2x) and the allocator grows its pools to the largest batch."""
+    t0 = time.perf_counter()
+    rng = random.Random(0)
+    vocab = artifact.tokenizer.get_vocab_size()
+    shapes = warmup_shapes(settings.max_batch_size, artifact.max_length)
+    for i, (b, n) in enumerate(shapes):
+        ids = [[rng.randrange(2, vocab) for _ in range(rng.randint(max(1, n // 2), n))] for _ in range(b)]
+        ids[0] = ids[0] + [2] * (n - len(ids[0]))  # one text of exactly n tokens
+        ids.sort(key=len, reverse=True)
+        for _ in range(3 if i == 0 else 1):
+            batcher.run_sync(ids, infer)
+    return time.perf_counter() - t0
