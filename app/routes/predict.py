@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Annotated, Any
 
 import orjson
@@ -36,6 +37,7 @@ from core.engine import Engine, Options
 from core.errors import EngineError
 
 router = APIRouter(tags=["predict"])
+log = logging.getLogger("app.errors")
 
 _EXAMPLES = {
     "one text": {"summary": "one text", "value": SINGLE_EXAMPLE},
@@ -201,7 +203,13 @@ async def answer(
 async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """POST /predict as a plain ASGI app (RequestMiddleware calls it; scope["app"] is the FastAPI app)."""
     state = scope["app"].state
-    status, body, extra = await answer(state.engine, state.settings, scope, receive)
+    try:
+        status, body, extra = await answer(state.engine, state.settings, scope, receive)
+    except Exception:  # a bug: the error body and the log line FastAPI's handler would give it
+        rid = request_id(scope)
+        log.exception("unhandled error in request %s", rid)
+        message = f"internal error; quote id {rid} when reporting it"
+        status, body, extra = 500, error_response(500, "internal_error", message, rid).body, []
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
