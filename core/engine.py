@@ -65,6 +65,9 @@ class Options:
 
 
 class Engine:
+    """One per worker process: the phase (starting, ready, draining), the active model, the batcher
+    and the explain lane. The HTTP layer holds it in app.state and calls submit / check_ready."""
+
     def __init__(
         self, settings: EngineSettings, metrics: Metrics, infer_wrapper: InferWrapper | None = None
     ) -> None:
