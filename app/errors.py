@@ -151,7 +151,7 @@ def validation_message(errors: Sequence[dict[str, Any]], predict: bool = True) -
     return "; ".join(parts) or "invalid request"
 
 
-def _details(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def validation_details(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
@@ -182,7 +182,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         "validation_error",
         validation_message(errors, predict=request.url.path == "/predict"),
         request_id(request.scope),
-        details=_details(errors),
+        details=validation_details(errors),
     )
 
 

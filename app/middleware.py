@@ -1,6 +1,7 @@
 """One pure-ASGI middleware for the per-request bookkeeping (cheaper than BaseHTTPMiddleware):
-request id, the body-size limit, request metrics and the JSON access-log line. It also hands every
-POST /predict straight to its ASGI endpoint (app/routes/predict.py), past FastAPI's routing."""
+request id, the body-size limit, request metrics and the JSON access-log line. It wraps FastAPI's
+own middleware stack (app/main.py: SentimentApi) and hands every POST /predict straight to its ASGI
+endpoint (app/routes/predict.py), past FastAPI's middleware and routing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import time
 from typing import Any
 
+from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,7 +66,7 @@ class RequestMiddleware:
                     return
                 if scope["method"] == "POST" and scope["path"] == "/predict":
                     if (full := _queue_full(scope)) is not None:
-                        await self._shed(full, rid, send_with_id)
+                        await self._shed(full, send_with_id)
                     else:
                         await predict_endpoint(scope, receive, send_with_id)
                     return
@@ -144,7 +146,7 @@ class RequestMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    async def _shed(response: Any, rid: str, send: Send) -> None:
+    async def _shed(response: Response, send: Send) -> None:
         # The unread body is discarded by the server; the connection stays usable.
         headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
@@ -165,7 +167,7 @@ class RequestMiddleware:
         return path if known else "unmatched"
 
 
-def _queue_full(scope: Scope) -> Any:
+def _queue_full(scope: Scope) -> Response | None:
     """The 503 `overloaded` response when /predict cannot admit even one more text, else None.
 
     Shedding here, before the body is parsed, validated and tokenized, is what keeps overload
