@@ -6,7 +6,7 @@ explanations are, on the default model.
 1. Latency, one client (closed loop), plain vs explain, 1 and 16 texts per request: p50/p99 and the
    explain/plain ratio. Server pinned to one CPU, load generator (bench/serve_bench.py's) to the other.
 2. Fairness: one client sending plain 1-text requests while 4 clients send explain requests of 16
-   texts, with the default lane (SENTIMENT_EXPLAIN_QUEUE_TEXTS=128), a lane of one batch (64) and
+   texts, with the default lane (2 x SENTIMENT_MAX_BATCH_SIZE = 128), a lane of one batch (64) and
    the lane opened wide (as if there were none).
 3. Faithfulness (in-process, SST-2 dev sentences): deleting the top-k tokens by score vs k random
    tokens, for deletion occlusion (served) and [UNK] replacement (the alternative).
@@ -234,7 +234,7 @@ def write_report(results: dict[str, Any]) -> None:
         "",
         "One client sends plain 1-text requests while 4 clients send explain requests of 16 texts.",
         "",
-        "| lane (SENTIMENT_EXPLAIN_QUEUE_TEXTS) | plain p50 ms | plain p99 ms | plain requests "
+        "| lane (explain sequences in the queue) | plain p50 ms | plain p99 ms | plain requests "
         "| explain p50 ms | explain requests | explained texts/s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -316,8 +316,9 @@ def main() -> None:
     finally:
         stop(proc)
     for lane, name in (("64", "64 (one batch)"), ("100000", "100000 (no lane)")):
-        env = {**ENV, "SENTIMENT_EXPLAIN_QUEUE_TEXTS": lane, "SENTIMENT_MAX_QUEUE_TEXTS": "100000"}
-        proc, port = start_service(model_dir, args.server_cpu, env, RESULTS / "explain-server.log.tmp")
+        env = {**ENV, "BENCH_EXPLAIN_LANE": lane, "SENTIMENT_MAX_QUEUE_TEXTS": "100000"}
+        log = RESULTS / "explain-server.log.tmp"
+        proc, port = start_service(model_dir, args.server_cpu, env, log, app="bench.lane_app:app")
         try:
             results["fairness"][name] = fairness_point(port, texts, 2 * args.duration, args.warmup)
         finally:

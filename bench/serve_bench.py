@@ -222,12 +222,12 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def start_service(
-    model_dir: str, cpu: int, env_extra: dict[str, str], log_path: Path
+    model_dir: str, cpu: int, env_extra: dict[str, str], log_path: Path, app: str = "app.main:app"
 ) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "SENTIMENT_MODEL_DIR": model_dir, **env_extra}
     cmd = [
-        sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     log = open(log_path, "wb")  # noqa: SIM115  (closed with the process)

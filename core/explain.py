@@ -10,7 +10,7 @@ and why deletion rather than [UNK]).
 
 Cost: a text in k pieces with n explained tokens is k + n sequences (n <= SENTIMENT_MAX_EXPLAIN_TOKENS,
 the first n tokens). Fairness: explain requests go through `ExplainLane`, which lets at most about
-SENTIMENT_EXPLAIN_QUEUE_TEXTS of their sequences into the batcher's FIFO queue at a time. The rest
+2 × SENTIMENT_MAX_BATCH_SIZE of their sequences into the batcher's FIFO queue at a time. The rest
 wait outside it, so a plain request never queues behind more than that (about two batches by
 default) however many explain requests are waiting; the lane keeps one batch computing and one
 queued, so explain throughput loses nothing. A backlog beyond SENTIMENT_MAX_EXPLAIN_BACKLOG sequences

@@ -12,7 +12,7 @@ warm it up, then swap without dropping a request.
    inference thread, so served batches run between them instead of waiting for the whole warm-up.
 7. The swap: `Engine.activate`, one synchronous step on the event loop. Requests read
    `engine.active` once; jobs carry their model's inference function and the batcher never mixes
-   two models in one forward pass (app/batcher.py), so every request is tokenized, scored and
+   two models in one forward pass (core/batcher.py), so every request is tokenized, scored and
    labelled by one model, old or new, and the old one is freed when its last job has finished.
 """
 

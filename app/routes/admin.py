@@ -1,4 +1,4 @@
-"""Administration: POST /admin/reload swaps the serving model without downtime (app/model_swap.py).
+"""Administration: POST /admin/reload swaps the serving model without downtime (core/model_swap.py).
 
 Admin routes need the API key. Without SENTIMENT_API_KEY they are off (403): a source-address rule
 such as "localhost only" would open them to everyone behind a reverse proxy on the same host."""
