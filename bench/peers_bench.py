@@ -24,14 +24,18 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.loadgen import start_server
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = REPO.parent / "shared" / "peers"
 RESULTS = REPO / "bench" / "results"
+QUIET = {"SENTIMENT_ACCESS_LOG": "false", "SENTIMENT_LOG_LEVEL": "warning"}
 ARTIFACT = Path(
     os.environ.get("SENTIMENT_PEERS_ARTIFACT", Path.home() / ".cache/sentiment-service/peers-artifact")
 )
@@ -69,32 +73,6 @@ def in_process(model_dir: Path, cpu: int) -> dict[str, float]:
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return json.loads(out.strip().splitlines()[-1])["server_path"]
-
-
-def start_service(model_dir: Path, cpu: int, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SENTIMENT_MODEL_DIR": str(model_dir),
-        "SENTIMENT_PORT": str(port),
-        "SENTIMENT_HOST": "127.0.0.1",
-        "SENTIMENT_WORKERS": "1",
-        "SENTIMENT_TORCH_THREADS": "1",
-        "SENTIMENT_ACCESS_LOG": "false",
-        "SENTIMENT_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        ["taskset", "-c", str(cpu), sys.executable, "-m", "app"], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the service did not become ready")
 
 
 def run_peers(
@@ -189,19 +167,19 @@ def main() -> int:
     p.add_argument("--peers", default="naive batcher litserve", help="peers to run (all three)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--wrk-cpu", type=int, default=1)
-    p.add_argument("--port", type=int, default=8010)
     a = p.parse_args()
     model_dir = artifact()
     print("in-process limit of our artifact ...", flush=True)
     ours_limit = in_process(model_dir, a.server_cpu)
-    server = start_service(model_dir, a.server_cpu, a.port)
+    # `python -m app` as the Dockerfile runs it (1 worker, 1 torch thread), access log off.
+    log = Path(tempfile.mkdtemp(prefix="peers-")) / "server.log"
+    server = start_server(model_dir, log, cpu=a.server_cpu, env=QUIET)
     try:
         rows, peers_limit = run_peers(
-            f"http://127.0.0.1:{a.port}/predict", a.duration, a.peers, a.server_cpu, a.wrk_cpu
+            f"http://127.0.0.1:{server.port}/predict", a.duration, a.peers, a.server_cpu, a.wrk_cpu
         )
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop()
     limits = {"ours": {str(k): v for k, v in ours_limit.items()}, "peers": peers_limit}
     RESULTS.mkdir(exist_ok=True)
     when = time.strftime("%Y-%m-%d %H:%M")

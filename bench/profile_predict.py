@@ -22,10 +22,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.loadgen import cpu_split, start_server, thread_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = REPO.parent / "shared" / "peers"
@@ -58,28 +61,6 @@ def stage_of(frames: list[str]) -> str:
     return "other"
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds so far of each thread of the server, by thread id."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[task.name] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
-def by_role(pid: int, before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """The event loop is the main thread; the inference thread is the busiest other one (Python's
-    thread names are not the OS's, so it is found by its CPU time)."""
-    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
-    loop = used.pop(str(pid), 0.0)
-    inference = max(used.values(), default=0.0)
-    return {"event loop": loop, "inference": inference, "other": sum(used.values()) - inference}
-
-
 def wrk(url: str, conns: int, seconds: float, latency: bool = False) -> dict[str, float]:
     env = {**os.environ, "TEXTS_FILE": str(PEERS / "texts.txt")}
     cmd = [
@@ -104,36 +85,24 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--model-dir", default=str(DEFAULT_MODEL))
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--port", type=int, default=8011)
     a = p.parse_args()
     if not shutil.which("py-spy") or not shutil.which("wrk"):
         sys.exit("needs py-spy (pip install py-spy) and wrk (apt-get install wrk)")
-    env = {
-        **os.environ,
-        "SENTIMENT_MODEL_DIR": a.model_dir,
-        "SENTIMENT_PORT": str(a.port),
-        "SENTIMENT_WORKERS": "1",
-        "SENTIMENT_TORCH_THREADS": "1",
-        "SENTIMENT_ACCESS_LOG": "false",
-        "SENTIMENT_LOG_LEVEL": "warning",
-    }
-    server = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "app"], cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{a.port}/predict"
-    raw = Path("/tmp") / f"profile-{os.getpid()}.raw"
+    # `python -m app` as the Dockerfile runs it (1 worker, 1 torch thread), access log off.
+    log = Path(tempfile.mkdtemp(prefix="profile-")) / "server.log"
+    server = start_server(
+        a.model_dir, log, cpu=0, env={"SENTIMENT_ACCESS_LOG": "false", "SENTIMENT_LOG_LEVEL": "warning"}
+    )
+    url = f"http://127.0.0.1:{server.port}/predict"
+    raw = log.parent / "profile.raw"
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{a.port}/ready", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
         wrk(url, 16, 3)  # warm-up
         # Unprofiled first: CPU per request without the sampler's own cost.
         c0, t0 = thread_cpu(server.pid), time.perf_counter()
         load = wrk(url, 64, a.seconds, latency=True)
         c1, elapsed = thread_cpu(server.pid), time.perf_counter() - t0
         requests = load["requests_per_s"] * a.seconds
-        cpu = by_role(server.pid, c0, c1)
+        cpu = {k: v * elapsed for k, v in cpu_split(server.pid, c0, c1, elapsed).items()}
         # Then profiled.
         spy_cmd = ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(a.seconds)), "--rate",
                    "250", "--threads", "--nonblocking", "--format", "raw", "-o", str(raw)]  # fmt: skip
@@ -141,18 +110,17 @@ def main() -> int:
         wrk(url, 64, a.seconds + 2)
         spy.wait(60)
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop()
     stages: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         frames = [re.sub(r":\d+\)", ")", f) for f in stack.split(";")]
         if "MainThread" in frames[0]:
             stages[stage_of(frames[1:])] += int(n)
-    raw.unlink()
+    shutil.rmtree(log.parent)  # the raw samples and the server log
     total = sum(stages.values())
-    loop_us = cpu.get("event loop", 0.0) / requests * 1e6
-    infer_us = cpu.get("inference", 0.0) / requests * 1e6
+    loop_us = cpu["event_loop"] / requests * 1e6
+    infer_us = cpu["inference"] / requests * 1e6
     res = {
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "model_dir": a.model_dir,
@@ -160,7 +128,7 @@ def main() -> int:
         "seconds": elapsed,
         "event_loop_cpu_us_per_request": loop_us,
         "inference_cpu_us_per_text": infer_us,
-        "other_threads_cpu_s": cpu.get("other", 0.0),
+        "other_threads_cpu_s": cpu["other_threads"],
         "event_loop_samples": dict(stages),
     }
     RESULTS.mkdir(exist_ok=True)
