@@ -257,6 +257,7 @@ class Engine:
             mode=options.long_text,
             sentences=options.sentences,
             max_chunks=self.settings.max_chunks_per_text,
+            fast=active.artifact.ascii_ids,
         )
         long_text.check_pieces(plan, self.settings.max_queue_texts)
         job = self.batcher.submit(plan.ids, active.infer)

@@ -29,7 +29,7 @@ from typing import Literal
 from tokenizers import Encoding, Tokenizer
 
 from core.errors import InvalidInput
-from model.tokenizer import UNK_ID, token_ids
+from model.tokenizer import UNK_ID, AsciiIds, token_ids
 
 Mode = Literal["truncate", "chunk"]
 Aggregation = Literal["probabilities", "logits"]
@@ -235,18 +235,25 @@ def plan(
     mode: Mode,
     sentences: bool,
     max_chunks: int,
+    fast: AsciiIds | None = None,
 ) -> Plan:
+    """`fast` (the artifact's `ascii_ids`) gives the ids of the short texts it answers for; the others
+    go through the tokenizer."""
     if mode == "truncate" and not sentences:
-        # The original path, unchanged: one piece per text, tokenized with truncation.
-        ids, truncated = token_ids(tokenizer, texts)
+        # The original path: one piece per text, tokenized with truncation.
+        ids, truncated = token_ids(tokenizer, texts, fast)
         return Plan(
             ids,
             [TextPlan([i], [len(x)], t, None) for i, (x, t) in enumerate(zip(ids, truncated, strict=True))],
         )
     out = Plan([], [])
-    for text, e in zip(texts, tokenizer.encode_batch(list(texts), add_special_tokens=False), strict=True):
-        if not sentences and not e.overflowing:  # fits in one piece: as in truncate mode, no layout
-            ids = e.ids or [UNK_ID]
+    short = [fast.ids(t) for t in texts] if fast and not sentences else [None] * len(texts)
+    rest = [t for t, x in zip(texts, short, strict=True) if x is None]
+    encoded = iter(tokenizer.encode_batch(rest, add_special_tokens=False) if rest else ())
+    for text, known in zip(texts, short, strict=True):
+        e = None if known is not None else next(encoded)
+        if e is None or (not sentences and not e.overflowing):  # one piece: as in truncate mode, no layout
+            ids = (known if e is None else e.ids) or [UNK_ID]
             out.texts.append(TextPlan([len(out.ids)], [len(ids)], False, None))
             out.ids.append(ids)
             continue

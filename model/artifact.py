@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from model.tokenizer import PAD_ID, UNK_ID, load_tokenizer, max_length_of, pad, token_ids
+from model.tokenizer import PAD_ID, UNK_ID, AsciiIds, load_tokenizer, max_length_of, pad, token_ids
 
 SCHEMA_VERSION = 1
 MODEL_FILE, TOKENIZER_FILE, META_FILE = "model.pt", "tokenizer.json", "meta.json"
@@ -96,6 +96,7 @@ class Artifact:
     meta: dict[str, Any]
     model: torch.jit.ScriptModule
     tokenizer: Tokenizer
+    ascii_ids: AsciiIds | None = None  # the tokenizer's ids for short ASCII texts, without it
 
     @property
     def labels(self) -> list[str]:
@@ -110,7 +111,7 @@ class Artifact:
         return max_length_of(self.tokenizer)
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
-        return token_ids(self.tokenizer, texts)
+        return token_ids(self.tokenizer, texts, self.ascii_ids)
 
     @torch.inference_mode()
     def probabilities(self, ids: list[list[int]]) -> torch.Tensor:
@@ -149,4 +150,4 @@ def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
         )
     if meta.get("pad_id", PAD_ID) != PAD_ID or meta.get("unk_id", UNK_ID) != UNK_ID:
         raise ArtifactError(f"{artifact_dir / META_FILE}: pad_id/unk_id must be {PAD_ID}/{UNK_ID}")
-    return Artifact(artifact_dir, meta, model, tokenizer)
+    return Artifact(artifact_dir, meta, model, tokenizer, AsciiIds.mirroring(tokenizer))

@@ -8,6 +8,8 @@ when serving real text (and IMDB's `<br />` markup disappears).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -38,6 +40,23 @@ def _normalizer() -> normalizers.Normalizer:
             normalizers.Replace(Regex(r"n't\b"), " n't"),  # don't -> do n't, can't -> ca n't
         ]
     )
+
+
+# The normaliser's rules as they act on plain ASCII, for AsciiIds (NFKC and the curly-quote rules
+# change no ASCII character); tests/test_tokenizer.py checks the two agree on every corpus text.
+_ASCII_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"<br\s*/?>", " "),
+        ("`", "'"),
+        ("''|\"", ' " '),
+        ("-lrb-", "("),
+        ("-rrb-", ")"),
+        (r"n't\b", " n't"),
+    )
+)
+# Python's \s also matches these four, Oniguruma's (the tokenizer's) does not.
+_NOT_MIRRORED = re.compile(r"[\x1c-\x1f\[]")  # and "[": the tokenizer matches "[PAD]"/"[UNK]" first
 
 
 def new_tokenizer() -> Tokenizer:
@@ -77,11 +96,60 @@ def max_length_of(tok: Tokenizer) -> int:
     return int(trunc["max_length"]) if trunc else 0
 
 
-def token_ids(tok: Tokenizer, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
-    """Token ids per text (at least one id: an empty text becomes [UNK]) and truncation flags."""
-    encs = tok.encode_batch(list(texts), add_special_tokens=False)
-    ids = [e.ids or [UNK_ID] for e in encs]
-    return ids, [bool(e.overflowing) for e in encs]
+def token_ids(
+    tok: Tokenizer, texts: Sequence[str], fast: AsciiIds | None = None
+) -> tuple[list[list[int]], list[bool]]:
+    """Token ids per text (at least one id: an empty text becomes [UNK]) and truncation flags.
+    With `fast`, the texts it answers for skip the tokenizer (same ids)."""
+    ids: list[list[int] | None] = [fast.ids(t) for t in texts] if fast else [None] * len(texts)
+    truncated = [False] * len(texts)
+    rest = [i for i, x in enumerate(ids) if x is None]
+    if rest:
+        encodings = tok.encode_batch([texts[i] for i in rest], add_special_tokens=False)
+        for i, e in zip(rest, encodings, strict=True):
+            ids[i], truncated[i] = e.ids, bool(e.overflowing)
+    return [x or [UNK_ID] for x in ids], truncated
+
+
+class AsciiIds:
+    """The tokenizer's ids for short plain-ASCII texts, computed with Python's `re` and a dict.
+
+    What serving needs of most texts is only their ids. The `tokenizers` pipeline costs ~50 µs for
+    a 20-word sentence (NFKC, nine normaliser passes that each track character alignments, an
+    Oniguruma split); this costs ~10 µs (bench/results/tokenizer_speed.md). `ids` answers None, and
+    the caller uses the tokenizer, for what it does not mirror exactly: non-ASCII text, a "[" (the
+    special tokens), four control characters, and texts longer than max_length (they need offsets)."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self._vocab = tok.get_vocab()
+        self._max_length = max_length_of(tok) or None
+        self._pattern = re.compile(_TOKEN_PATTERN)
+
+    @classmethod
+    def mirroring(cls, tok: Tokenizer) -> AsciiIds | None:
+        """An AsciiIds for a tokenizer with exactly this module's rules (any vocabulary), else None."""
+        ours, theirs = json.loads(new_tokenizer().to_str()), json.loads(tok.to_str())
+        same = all(ours[k] == theirs[k] for k in ("normalizer", "pre_tokenizer", "post_processor"))
+        model = theirs["model"]
+        word_level = model.get("type") == "WordLevel" and model.get("unk_token") == UNK_TOKEN
+        specials = {t["content"] for t in theirs["added_tokens"]} <= {PAD_TOKEN, UNK_TOKEN}
+        return cls(tok) if same and word_level and specials and theirs["padding"] is None else None
+
+    def words(self, text: str) -> list[str]:
+        """The tokens of an ASCII text without the checks of `ids` (no length limit)."""
+        text = text.lower()
+        for pattern, replacement in _ASCII_RULES:
+            text = pattern.sub(replacement, text)
+        return self._pattern.findall(text)
+
+    def ids(self, text: str) -> list[int] | None:
+        if not text.isascii() or _NOT_MIRRORED.search(text):
+            return None
+        words = self.words(text)
+        if self._max_length is not None and len(words) > self._max_length:
+            return None
+        get = self._vocab.get
+        return [get(w, UNK_ID) for w in words]
 
 
 def pad(ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
