@@ -44,11 +44,11 @@ def _corpus(data_mirror: Path) -> list[str]:
 def test_same_tokens_as_the_tokenizer_on_every_sst2_text_and_5000_imdb_reviews(tok, fast, data_mirror):
     full = Tokenizer.from_str(tok.to_str())
     full.no_truncation()
-    vocab = tok.get_vocab()
+    v = tok.get_vocab()
     texts = [t for t in _corpus(data_mirror) if t.isascii() and "[" not in t]
     assert len(texts) > 70_000
     rust = full.encode_batch(texts, add_special_tokens=False)
-    differ = [t for t, e in zip(texts, rust, strict=True) if [vocab.get(w, 1) for w in fast.words(t)] != e.ids]
+    differ = [t for t, e in zip(texts, rust, strict=True) if [v.get(w, 1) for w in fast.words(t)] != e.ids]
     assert differ == []
 
 
@@ -56,9 +56,46 @@ def test_same_tokens_as_the_tokenizer_on_every_sst2_text_and_5000_imdb_reviews(t
 # brackets and special tokens, the control characters where Python's \s and Oniguruma's differ,
 # non-ASCII letters and quotes.
 _FRAGMENTS = [
-    "a", "Good", "film", "n't", "don't", "can't", "'s", "'re", "'", "''", "\"", "`", "``", "-lrb-",
-    "-rrb-", "-LRB-", "<br />", "<br>", "<BR/>", "<b>", " ", "  ", "\t", "\n", "\x1c", "\x0b", ".", "!",
-    "?", "-", "well-made", "_", "9", "[UNK]", "[PAD]", "[", "]", "caf\u00e9", "\u201cno\u201d", "\u2019s",
+    "a",
+    "Good",
+    "film",
+    "n't",
+    "don't",
+    "can't",
+    "'s",
+    "'re",
+    "'",
+    "''",
+    '"',
+    "`",
+    "``",
+    "-lrb-",
+    "-rrb-",
+    "-LRB-",
+    "<br />",
+    "<br>",
+    "<BR/>",
+    "<b>",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\x1c",
+    "\x0b",
+    ".",
+    "!",
+    "?",
+    "-",
+    "well-made",
+    "_",
+    "9",
+    "[UNK]",
+    "[PAD]",
+    "[",
+    "]",
+    "caf\u00e9",
+    "\u201cno\u201d",
+    "\u2019s",
 ]
 
 
