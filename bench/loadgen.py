@@ -452,7 +452,7 @@ def script_parser(doc: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model-dir",
-        default=os.environ.get("SENTIMENT_MODEL_DIR", str(REPO / "artifacts" / "latest")),
-        help="artifact to serve (default: $SENTIMENT_MODEL_DIR, else artifacts/latest)",
+        default=os.environ.get("SENTIMENT_MODEL_DIR", str(REPO / "models" / "default")),
+        help="artifact to serve (default: $SENTIMENT_MODEL_DIR, else the shipped models/default)",
     )
     return p

@@ -1,6 +1,6 @@
 """Load benchmark of the HTTP service: dynamic batching on vs off vs the in-process ceiling.
 
-    python bench/serve_bench.py [--model-dir artifacts] [--duration 6] [--warmup 1.5]
+    python bench/serve_bench.py [--model-dir models/default] [--duration 6] [--warmup 1.5]
 
 The load generator (raw asyncio HTTP/1.1 over keep-alive connections on uvloop, one connection per
 client) is pinned to one CPU and the server to another, so they do not compete. Points: 1, 16 and
@@ -462,20 +462,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def ensure_model(model_dir: str | None) -> str:
-    if model_dir:
-        return model_dir
-    if (REPO / "artifacts" / "latest" / "meta.json").exists():
-        return str(REPO / "artifacts")
-    print("no artifacts/latest: training one (default dims, 20000 examples, 1 epoch)", flush=True)
-    cmd = [sys.executable, "-m", "training", "--out", "artifacts", "--max-train-examples", "20000",
-           "--epochs", "1", "--no-progress"]  # fmt: skip
-    subprocess.run(cmd, cwd=REPO, check=True)
-    return str(REPO / "artifacts")
+    return model_dir or os.environ.get("SENTIMENT_MODEL_DIR") or str(REPO / "models" / "default")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", help="artifact (or parent with `latest`); default artifacts/")
+    p.add_argument(
+        "--model-dir",
+        help="artifact (or parent with `latest`); default: $SENTIMENT_MODEL_DIR, else models/default",
+    )
     p.add_argument("--duration", type=float, default=6.0, help="measured seconds per point")
     p.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each point")
     p.add_argument("--client-cpu", type=int, default=0)

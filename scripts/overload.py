@@ -1,6 +1,6 @@
 """Overload test: drive the real server at 10x its capacity, then check that it recovers.
 
-    python scripts/overload.py [--duration 60] [--factor 10] [--model-dir artifacts/latest]
+    python scripts/overload.py [--duration 60] [--factor 10] [--model-dir models/default]
 
 1. Starts the server as the Dockerfile does (`python -m app`, one worker, one torch thread) pinned to
    one CPU; this load generator runs on the other.
