@@ -116,13 +116,17 @@ class AsciiIds:
 
     What serving needs of most texts is only their ids. The `tokenizers` pipeline costs ~50 µs for
     a 20-word sentence (NFKC, nine normaliser passes that each track character alignments, an
-    Oniguruma split); this costs ~10 µs (bench/results/tokenizer_speed.md). `ids` answers None, and
+    Oniguruma split); this costs a third of it (bench/results/tokenizer_speed.md). `ids` answers None, and
     the caller uses the tokenizer, for what it does not mirror exactly: non-ASCII text, a "[" (the
-    special tokens), four control characters, and texts longer than max_length (they need offsets)."""
+    special tokens), four control characters, and texts longer than max_length (they need offsets;
+    beyond 6 characters per token they are not even tried)."""
 
     def __init__(self, tok: Tokenizer) -> None:
         self._vocab = tok.get_vocab()
         self._max_length = max_length_of(tok) or None
+        # Longer texts have more than max_length tokens but for rare ones of very long words: going to
+        # the tokenizer at once saves tokenizing them twice.
+        self._max_chars = 6 * self._max_length if self._max_length else None
         self._pattern = re.compile(_TOKEN_PATTERN)
 
     @classmethod
@@ -143,7 +147,11 @@ class AsciiIds:
         return self._pattern.findall(text)
 
     def ids(self, text: str) -> list[int] | None:
-        if not text.isascii() or _NOT_MIRRORED.search(text):
+        if (
+            (self._max_chars is not None and len(text) > self._max_chars)
+            or not text.isascii()
+            or _NOT_MIRRORED.search(text)
+        ):
             return None
         words = self.words(text)
         if self._max_length is not None and len(words) > self._max_length:

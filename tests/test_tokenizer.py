@@ -109,7 +109,9 @@ def test_it_steps_aside_for_what_it_does_not_mirror(fast, tok):
     assert fast.ids("caf\u00e9 au lait") is None  # NFKC and Unicode lower-casing stay with the tokenizer
     assert fast.ids("a [UNK] b") is None  # special tokens are matched before normalisation
     assert fast.ids("a\x1cb") is None
-    assert fast.ids("good " * 200) is None  # longer than max_length: chunking needs offsets
+    assert fast.ids("good " * 129) is None  # longer than max_length: chunking needs offsets
+    assert fast.ids("good " * 200) is None  # so long that it is not even tried
+    assert fast.ids("good " * 128) == [tok.token_to_id("good")] * 128
     assert fast.ids("") == []
     assert fast.ids("It isn't bad.") == tok.encode("It isn't bad.", add_special_tokens=False).ids
 
