@@ -340,16 +340,19 @@ def write_report(res: dict[str, Any], name: str) -> Path:
         f"MiB, after recovery {res['rss']['after'] / MIB:.0f} MiB. Queue depth after: "
         f"{res['queue_depth_after']:g}. Server exit: {res['server_exit']}.",
         "",
-        "Where the server's CPU went (share of one core; the rest went to other processes or idle):",
+        "Where the server's CPU went (share of one core; the rest went to other processes or idle), and the "
+        "load generator's own CPU (near 100%, it and not the server sets the pace):",
         "",
-        "| phase | event loop | inference thread | other threads | batches | mean texts | mean forward ms |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| phase | event loop | inference thread | other threads | batches | mean texts | mean forward ms "
+        "| load generator |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for phase in ("baseline", "burst"):
+    for phase in ("baseline", "burst", "recovery"):
         c, bf = res[f"server_cpu_{phase}"], res[f"batches_{phase}"]
         lines.append(
             f"| {phase} | {c['event_loop']:.0%} | {c['inference']:.0%} | {c['other_threads']:.0%} | "
-            f"{bf['batches']:.0f} | {bf['mean_texts']:.1f} | {bf['mean_forward_ms']:.1f} |"
+            f"{bf['batches']:.0f} | {bf['mean_texts']:.1f} | {bf['mean_forward_ms']:.1f} | "
+            f"{res[f'client_cpu_{phase}']:.0%} |"
         )
     lines += [
         "",
@@ -382,10 +385,13 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
 
     print(f"baseline: {args.clients} clients x 1 text, closed loop, {args.baseline_seconds:g} s", flush=True)
     mb0, cb0 = await asyncio.to_thread(scrape, port, HOST[0]), thread_cpu(pid)
+    own0 = time.process_time()
     with ForeignCpu(args.server_cpu, pid) as foreign_base:
         stats, t0 = await closed_phase(port, requests, args.clients, args.baseline_seconds)
     mb1, cb1 = await asyncio.to_thread(scrape, port, HOST[0]), thread_cpu(pid)
     res["server_cpu_baseline"] = cpu_split(pid, cb0, cb1, time.perf_counter() - t0)
+    # This load generator's own CPU (one core): near 100% it, not the server, sets the pace.
+    res["client_cpu_baseline"] = (time.process_time() - own0) / (time.perf_counter() - t0)
     res["batches_baseline"] = batch_figures(mb0, mb1)
     base = summarise(stats.outcomes, args.baseline_seconds)
     base["per_second"] = per_second(stats.outcomes, t0, int(args.baseline_seconds))
@@ -405,11 +411,12 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
         flush=True,
     )
     t_burst = time.perf_counter()
-    c0 = thread_cpu(pid)
+    c0, own0 = thread_cpu(pid), time.process_time()
     with ForeignCpu(args.server_cpu, pid) as foreign_burst:
         stragglers = await burst_phase(port, requests, burst, rss)
     t_end = burst.end
     res["server_cpu_burst"] = cpu_split(pid, c0, thread_cpu(pid), t_end - t_burst)
+    res["client_cpu_burst"] = (time.process_time() - own0) / (t_end - t_burst)
     res["batches_burst"] = batch_figures(m0, await asyncio.to_thread(scrape, port, HOST[0]))
     peak_burst = rss.peak(t_burst, t_end)
 
@@ -428,6 +435,8 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
             task.cancel()
         return len(pending)
 
+    m_rec, c_rec, own0 = await asyncio.to_thread(scrape, port, HOST[0]), thread_cpu(pid), time.process_time()
+    t_rec = time.perf_counter()
     with ForeignCpu(args.server_cpu, pid) as foreign_rec:
         burst.hanging, _ = await asyncio.gather(
             wait_stragglers(),
@@ -441,6 +450,9 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
                 host=HOST[0],
             ),
         )
+    res["server_cpu_recovery"] = cpu_split(pid, c_rec, thread_cpu(pid), time.perf_counter() - t_rec)
+    res["client_cpu_recovery"] = (time.process_time() - own0) / (time.perf_counter() - t_rec)
+    res["batches_recovery"] = batch_figures(m_rec, await asyncio.to_thread(scrape, port, HOST[0]))
     for conn in burst.idle:
         conn.close()
     rows = per_second(rec_stats.outcomes, t_end, int(args.recovery_seconds))
