@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from app.settings import Settings  # noqa: E402
-from core.long_text import AGGREGATION, Layout, aggregate, encode_full, layout  # noqa: E402
+from core.long_text import AGGREGATION, Layout, aggregate, full_stream, layout  # noqa: E402
 from model.artifact import load_artifact  # noqa: E402
 from training.data import BUILTIN_FILES, read_labelled_file  # noqa: E402
 from training.fetch import data_dir  # noqa: E402
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     layouts: list[Layout] = []
     for start in range(0, len(texts), 1000):
         batch = texts[start : start + 1000]
-        for text, enc in zip(batch, encode_full(artifact.tokenizer, batch), strict=True):
+        encodings = artifact.tokenizer.encode_batch(batch, add_special_tokens=False)
+        for text, enc in zip(batch, map(full_stream, encodings), strict=True):
             layouts.append(layout(text, enc, max_length=max_length, mode="chunk", max_chunks=10**9))
     split_s = time.perf_counter() - t0
 

@@ -197,11 +197,10 @@ class ExplainJob:
         batcher: Batcher,
         infer: InferFn,
         items: list[Explained],
-        settings: EngineSettings,
     ) -> None:
         self.items = items
         self.batch_ids: list[int] = []
-        self._lane, self._batcher, self._infer, self._settings = lane, batcher, infer, settings
+        self._lane, self._batcher, self._infer = lane, batcher, infer
         self._weights = [item.sequences for item in items]
         self._unfinished = set(range(len(items)))
         self._rows: list[list[list[float]]] = [[] for _ in items]
@@ -279,4 +278,4 @@ def submit(
             "texts per explain request"
         )
     lane.backlog += weight
-    return ExplainJob(lane, batcher, model.infer, items, settings)
+    return ExplainJob(lane, batcher, model.infer, items)

@@ -29,7 +29,7 @@ from typing import Literal
 from tokenizers import Encoding, Tokenizer
 
 from core.errors import InvalidInput
-from model.tokenizer import UNK_ID, AsciiIds, token_ids
+from model.tokenizer import UNK_ID, AsciiIds, encode, token_ids
 
 Mode = Literal["truncate", "chunk"]
 Aggregation = Literal["probabilities", "logits"]
@@ -73,14 +73,10 @@ class Encoded:
     offsets: list[tuple[int, int]]
 
 
-def encode_full(tokenizer: Tokenizer, texts: Sequence[str]) -> list[Encoded]:
-    """Every token of every text. The artifact's tokenizer truncates at max_length and keeps the rest
-    in `overflowing` (consecutive windows, no stride), so the full stream is their concatenation:
-    the same ids as the truncating path for the first max_length tokens, by construction."""
-    return [_full(e) for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-
-
-def _full(e: Encoding) -> Encoded:
+def full_stream(e: Encoding) -> Encoded:
+    """Every token of a text. The artifact's tokenizer truncates at max_length and keeps the rest in
+    `overflowing` (consecutive windows, no stride), so the full stream is their concatenation: the
+    same ids as the truncating path for the first max_length tokens, by construction."""
     ids, tokens, offsets = list(e.ids), list(e.tokens), list(e.offsets)
     for o in e.overflowing:
         ids += o.ids
@@ -247,17 +243,14 @@ def plan(
             [TextPlan([i], [len(x)], t, None) for i, (x, t) in enumerate(zip(ids, truncated, strict=True))],
         )
     out = Plan([], [])
-    short = [fast.ids(t) for t in texts] if fast and not sentences else [None] * len(texts)
-    rest = [t for t, x in zip(texts, short, strict=True) if x is None]
-    encoded = iter(tokenizer.encode_batch(rest, add_special_tokens=False) if rest else ())
-    for text, known in zip(texts, short, strict=True):
-        e = None if known is not None else next(encoded)
-        if e is None or (not sentences and not e.overflowing):  # one piece: as in truncate mode, no layout
-            ids = (known if e is None else e.ids) or [UNK_ID]
+    # Sentences need offsets: every text through the tokenizer then.
+    for text, e in zip(texts, encode(tokenizer, texts, None if sentences else fast), strict=True):
+        if isinstance(e, list) or (not sentences and not e.overflowing):  # one piece, no layout
+            ids = (e if isinstance(e, list) else e.ids) or [UNK_ID]
             out.texts.append(TextPlan([len(out.ids)], [len(ids)], False, None))
             out.ids.append(ids)
             continue
-        lay = layout(text, _full(e), max_length=max_length, mode=mode, max_chunks=max_chunks)
+        lay = layout(text, full_stream(e), max_length=max_length, mode=mode, max_chunks=max_chunks)
         index: dict[tuple[int, int], int] = {}  # token span -> piece: identical pieces are scored once
 
         def piece(span: Span, ids: list[int] = lay.ids, index: dict[tuple[int, int], int] = index) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+from tokenizers import Encoding, Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
 
@@ -96,19 +96,23 @@ def max_length_of(tok: Tokenizer) -> int:
     return int(trunc["max_length"]) if trunc else 0
 
 
+def encode(tok: Tokenizer, texts: Sequence[str], fast: AsciiIds | None = None) -> list[list[int] | Encoding]:
+    """Per text: its ids from `fast` where it answers (a short text, never truncated), else the
+    tokenizer's Encoding (one batched call for all of those)."""
+    known: list[list[int] | None] = [fast.ids(t) for t in texts] if fast else [None] * len(texts)
+    rest = [t for t, ids in zip(texts, known, strict=True) if ids is None]
+    encoded = iter(tok.encode_batch(rest, add_special_tokens=False) if rest else ())
+    return [ids if ids is not None else next(encoded) for ids in known]
+
+
 def token_ids(
     tok: Tokenizer, texts: Sequence[str], fast: AsciiIds | None = None
 ) -> tuple[list[list[int]], list[bool]]:
     """Token ids per text (at least one id: an empty text becomes [UNK]) and truncation flags.
     With `fast`, the texts it answers for skip the tokenizer (same ids)."""
-    ids: list[list[int] | None] = [fast.ids(t) for t in texts] if fast else [None] * len(texts)
-    truncated = [False] * len(texts)
-    rest = [i for i, x in enumerate(ids) if x is None]
-    if rest:
-        encodings = tok.encode_batch([texts[i] for i in rest], add_special_tokens=False)
-        for i, e in zip(rest, encodings, strict=True):
-            ids[i], truncated[i] = e.ids, bool(e.overflowing)
-    return [x or [UNK_ID] for x in ids], truncated
+    out = encode(tok, texts, fast)
+    ids = [(x if isinstance(x, list) else x.ids) or [UNK_ID] for x in out]
+    return ids, [not isinstance(x, list) and bool(x.overflowing) for x in out]
 
 
 class AsciiIds:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_api import ModelProbe, assert_error, serve
 
-from core.long_text import AGGREGATION, aggregate, encode_full, layout, sentence_bounds
+from core.long_text import AGGREGATION, aggregate, full_stream, layout, sentence_bounds
 from model.artifact import Artifact, load_artifact
 
 pytestmark = pytest.mark.asyncio
@@ -30,7 +30,7 @@ def review(data_mirror: Path, artifact: Artifact) -> str:
     with gzip.open(data_mirror / "imdb" / "test.jsonl.gz", "rt", encoding="utf-8") as f:
         for line in f:
             text = json.loads(line)["text"]
-            n = len(encode_full(artifact.tokenizer, [text])[0].ids)
+            n = len(full_stream(artifact.tokenizer.encode(text, add_special_tokens=False)).ids)
             if 2.5 * artifact.max_length < n < 4 * artifact.max_length and len(text) <= 10_000:
                 return text
     raise AssertionError("no long review found")
@@ -52,7 +52,7 @@ async def test_long_review_is_chunked_and_scored_as_the_weighted_mean_of_its_chu
         assert pred["chunks"] > 1 and pred["truncated"] is False
         assert len(probe.batches) == 1  # all chunks in one forward pass
         # The chunks, scored separately as texts of their own (each fits: nothing truncated).
-        enc = encode_full(artifact.tokenizer, [review])[0]
+        enc = full_stream(artifact.tokenizer.encode(review, add_special_tokens=False))
         chunks = layout(review, enc, max_length=artifact.max_length, mode="chunk", max_chunks=16).chunks
         assert len(chunks) == pred["chunks"]
         texts = [review[c.char_start : c.char_end] for c in chunks]
@@ -109,7 +109,7 @@ async def test_truncate_keeps_the_original_behaviour(
 async def test_limits_chunk_cap_and_pieces_per_request(
     small_artifact: Path, artifact: Artifact, review: str
 ) -> None:
-    enc = encode_full(artifact.tokenizer, [review])[0]
+    enc = full_stream(artifact.tokenizer.encode(review, add_special_tokens=False))
     chunks = layout(review, enc, max_length=artifact.max_length, mode="chunk", max_chunks=16).chunks
     async with serve(small_artifact, max_chunks_per_text=2) as (_, client):
         (pred,) = (await client.post("/predict", json={"text": review, "long_text": "chunk"})).json()[
