@@ -106,6 +106,28 @@ def test_cached_stages_are_reused(distilled, monkeypatch):
     assert c["transfer_set"]["size"] == a["transfer_set"]["size"] - 300
 
 
+def test_teacher_ensemble_distils_the_mean_of_its_members(distilled, monkeypatch):
+    out, cache, tiny = distilled
+    real_fine_tune, tuned = teacher.fine_tune, []
+
+    def count(*a, **k):
+        tuned.append(a[-2].seed)  # TeacherSettings
+        return real_fine_tune(*a, **k)
+
+    monkeypatch.setattr(teacher, "fine_tune", count)
+    assert train_main([*args(tiny, out, cache, "ensemble"), "--teacher-seeds", "2"]) == 0
+    assert tuned == [14], "member 1 (seed 13) should come from the cache; only seed 14 is new"
+    single = json.loads((out / "first/meta.json").read_text())["distillation"]
+    d = json.loads((out / "ensemble/meta.json").read_text())["distillation"]
+    a, b = d["teacher_members"]
+    assert d["teacher"]["members"] == 2 and (a["seed"], b["seed"]) == (13, 14)
+    assert a["cache_key"] == single["teacher"]["cache_key"] != b["cache_key"]
+    assert a["fine_tuned_sha256"] != b["fine_tuned_sha256"]  # the seeds gave two different teachers
+    mean = sum(torch.load(cache / f"labels-{m['labels_cache_key']}" / "logits.pt") for m in (a, b)) / 2
+    assert d["labels"]["sha256"] == distil.tensor_sha256(mean) != a["labels_sha256"]
+    assert "mean logits of 2 such teachers" in (out / "ensemble/MODEL_CARD.md").read_text()
+
+
 def test_corrupt_cached_stage_is_refused_naming_the_file(distilled, tmp_path, capsys):
     _, cache, tiny = distilled
     broken = tmp_path / "cache"

@@ -130,6 +130,10 @@ class TrainConfig:
     teacher_lr: float = opt(5e-5, "teacher", "peak learning rate of the teacher's AdamW")
     teacher_batch_size: int = opt(32, "teacher", "teacher fine-tuning batch size")
     teacher_max_length: int = opt(64, "teacher", "wordpieces per text the teacher reads")
+    teacher_seeds: int = opt(
+        1, "teacher", "fine-tune this many teachers from the same weights with seeds --seed, --seed+1, ... "
+        "and distil the mean of their logits (an ensemble: a better teacher for N times the teacher and "
+        "labelling time; each member is cached on its own)")
     cache_dir: str | None = opt(
         None, "teacher",
         "where the vocabulary, teacher, transfer set and teacher labels are cached by a hash of their "

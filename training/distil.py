@@ -5,6 +5,7 @@ the gold label where a text has one."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from training.cache import CacheError, Stage, content_hash, finished_stages
 from training.config import TrainConfig
 from training.data import Split
 from training.embeddings import pre_tokenize
-from training.teacher import TeacherSettings, logits_for, teacher_stage
+from training.teacher import EVAL_LOGITS, TeacherSettings, logits_for, teacher_stage
 from training.transfer import NO_LABEL, TRANSFER_FILE, AugmentSettings, TransferSet, load, transfer_stage
 from training.vocabulary import Vocabulary
 
@@ -95,20 +96,12 @@ def distillation_targets(
     cfg: TrainConfig, splits: dict[str, Split], vocab: Vocabulary, unlabelled: list[Split],
     device: torch.device, *, show_progress: bool,
 ) -> Targets:
-    """Fine-tune (or reuse) the teacher, build the transfer set, label it; return student targets."""
+    """Fine-tune (or reuse) the teacher(s), build the transfer set, label it; return student targets.
+    With --teacher-seeds N the labels are the mean of N teachers' logits (each member cached alone)."""
     assert cfg.teacher
     root = cfg.cache_root()
     train = splits["train"]
     evals = {n: s for n, s in splits.items() if n != "train" and not (n == "val" and "dev" in splits)}
-    settings = TeacherSettings(
-        max_length=cfg.teacher_max_length, epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch_size,
-        lr=cfg.teacher_lr, seed=cfg.seed,
-    )
-    t_stage, model, tokenizer = teacher_stage(
-        cfg.teacher, (train.texts, train.labels), content_hash(train.texts, train.labels),
-        {n: (s.texts, s.labels) for n, s in evals.items()}, settings, root, device,
-        show_progress=show_progress,
-    )
     aug = AugmentSettings(
         variants=cfg.augment_variants, p_mask=cfg.p_mask, p_replace=cfg.p_replace, p_ngram=cfg.p_ngram,
         unlabelled=cfg.unlabelled_sentences, seed=cfg.seed,
@@ -122,30 +115,77 @@ def distillation_targets(
         "vocabulary": vocab.key,  # the neighbours used for replacement
     }
     x_stage, ts = transfer_stage(root, upstream, train_words, train.labels, reviews, vocab.neighbours, aug)
-    l_stage, logits = labels_stage(
-        root, t_stage, x_stage, ts, model, tokenizer, device, max_length=cfg.teacher_max_length,
-        show_progress=show_progress,
-    )
+    members: list[dict[str, Any]] = []
+    member_logits: list[torch.Tensor] = []
+    eval_logits: dict[str, list[torch.Tensor]] = {n: [] for n in evals}
+    for k in range(max(1, cfg.teacher_seeds)):
+        settings = TeacherSettings(
+            max_length=cfg.teacher_max_length, epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch_size,
+            lr=cfg.teacher_lr, seed=cfg.seed + k,
+        )
+        t_stage, model, tokenizer = teacher_stage(
+            cfg.teacher, (train.texts, train.labels), content_hash(train.texts, train.labels),
+            {n: (s.texts, s.labels) for n, s in evals.items()}, settings, root, device,
+            show_progress=show_progress,
+        )
+        l_stage, logits = labels_stage(
+            root, t_stage, x_stage, ts, model, tokenizer, device, max_length=cfg.teacher_max_length,
+            show_progress=show_progress,
+        )
+        member_eval = torch.load(t_stage.dir / EVAL_LOGITS, weights_only=True)
+        for n in evals:
+            eval_logits[n].append(member_eval[n])
+        member_logits.append(logits)
+        members.append({
+            "seed": settings.seed,
+            "fine_tuned_sha256": t_stage.checksums(),
+            "accuracy": t_stage.info().get("metrics", {}),
+            "seconds": t_stage.info().get("seconds"),
+            "cache_key": t_stage.key,
+            "labels_sha256": l_stage.checksums()[LOGITS],
+            "labels_cache_key": l_stage.key,
+        })
+        del model
+    logits = torch.stack(member_logits).mean(0) if len(member_logits) > 1 else member_logits[0]
+    accuracy = {  # of the ensemble (of the one teacher when there is one)
+        n: round(_accuracy(lg, evals[n].labels), 5)
+        for n, lg in eval_logits.items()
+    }
     ids = token_ids(tok, ts.texts)[0]
     agree = [int(logits[i].argmax()) == y for i, y in enumerate(ts.labels) if y != NO_LABEL]
+    first = members[0]
     info = {
         "teacher": {
             "source": cfg.teacher,
             "weights_sha256": t_stage.inputs["weights"],
-            "fine_tuned_sha256": t_stage.checksums(),
-            "accuracy": t_stage.info().get("metrics", {}),
+            "members": len(members),  # > 1: the mean of that many fine-tuned teachers' logits
+            "fine_tuned_sha256": first["fine_tuned_sha256"],
+            "accuracy": accuracy,
             "parameters": t_stage.info().get("parameters"),
-            "seconds": t_stage.info().get("seconds"),
-            "settings": t_stage.inputs["settings"],
-            "cache_key": t_stage.key,
+            "seconds": round(sum(m["seconds"] or 0 for m in members), 1),
+            "settings": {**t_stage.inputs["settings"], "seed": cfg.seed},
+            "cache_key": first["cache_key"],
         },
         "transfer_set": {
             "size": len(ts), "counts": ts.counts(), "settings": x_stage.inputs["settings"],
             "sha256": x_stage.checksums()[TRANSFER_FILE], "cache_key": x_stage.key,
         },
-        "labels": {"sha256": l_stage.checksums()[LOGITS], "cache_key": l_stage.key,
+        "labels": {"sha256": first["labels_sha256"] if len(members) == 1 else tensor_sha256(logits),
+                   "cache_key": first["labels_cache_key"],
                    "teacher_train_agreement": round(sum(agree) / max(1, len(agree)), 5)},
     }
-    log.info("distillation: %d transfer texts %s; teacher accuracy %s", len(ts), ts.counts(),
-             info["teacher"]["accuracy"])
+    if len(members) > 1:
+        info["teacher_members"] = members
+    log.info("distillation: %d transfer texts %s; teacher accuracy %s%s", len(ts), ts.counts(), accuracy,
+             f" (mean of {len(members)} teachers: " + ", ".join(str(m["accuracy"]) for m in members) + ")"
+             if len(members) > 1 else "")
     return Targets(ids, ts.labels, logits, info)
+
+
+def _accuracy(member_logits: list[torch.Tensor], labels: list[int]) -> float:
+    return (torch.stack(member_logits).mean(0).argmax(1) == torch.tensor(labels)).double().mean().item()
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """Checksum of a tensor's float32 values (the ensemble's mean logits exist only in memory)."""
+    return hashlib.sha256(t.float().contiguous().numpy().tobytes()).hexdigest()

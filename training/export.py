@@ -166,7 +166,12 @@ def model_card(meta: dict) -> str:
             "",
             f"- Teacher: `{t['source']}` ({(t['parameters'] or 0) / 1e6:.1f} M parameters, weights sha256 "
             f"`{t['weights_sha256'][:16]}…`), fine-tuned {t['settings']['epochs']} epochs on the training "
-            f"split; its accuracy: {acc}.",
+            f"split; its accuracy: {acc}."
+            + (f" An ensemble: the mean logits of {t['members']} such teachers (seeds "
+               + ", ".join(str(m["seed"]) for m in d["teacher_members"]) + "; each alone: "
+               + "; ".join(", ".join(f"{k} {v:.4f}" for k, v in m["accuracy"].items())
+                           for m in d["teacher_members"]) + ")."
+               if t.get("members", 1) > 1 else ""),
             f"- Transfer set: {x['size']} texts ("
             + ", ".join(f"{k} {v}" for k, v in x["counts"].items())
             + f"), sha256 `{x['sha256'][:16]}…`; teacher logits sha256 `{d['labels']['sha256'][:16]}…`.",

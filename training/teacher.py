@@ -29,6 +29,7 @@ log = logging.getLogger("training")
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")
 CHECKPOINT = "checkpoint.pt"
+EVAL_LOGITS = "eval_logits.pt"  # {split name: logits} on the evaluation splits
 
 
 class TeacherError(Exception):
@@ -273,6 +274,7 @@ def teacher_stage(
             tf.AutoTokenizer.from_pretrained(out),
         )
     work = stage.start()
+    torch.manual_seed(s.seed)  # the new classification head: ensemble members differ by seed
     model, tokenizer = load(path, num_labels)
     log.info(
         "teacher: %s (%.1f M parameters), %d training texts, %d epochs on %s",
@@ -285,10 +287,12 @@ def teacher_stage(
         if s.epochs
         else {"history": []}
     )
-    metrics = {}
+    metrics, eval_logits = {}, {}
     for name, (etexts, elabels) in eval_sets.items():
         lg = logits_for(model, tokenizer, etexts, device, max_length=s.max_length, show_progress=False)
         metrics[name] = round(float((lg.argmax(1) == torch.tensor(elabels)).float().mean()), 5)
+        eval_logits[name] = lg
+    torch.save(eval_logits, work / EVAL_LOGITS)  # an ensemble's accuracy is that of the members' mean
     model.save_pretrained(work / "model")
     tokenizer.save_pretrained(work / "model")
     (work / CHECKPOINT).unlink(missing_ok=True)
@@ -296,7 +300,7 @@ def teacher_stage(
     info = {"metrics": metrics, "history": result["history"], "seconds": round(time.perf_counter() - t0, 1),
             "parameters": sum(p.numel() for p in model.parameters()), "device": str(device)}
     (work / "metrics.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    stage.finish([*files, "metrics.json"], info)
+    stage.finish([*files, "metrics.json", EVAL_LOGITS], info)
     log.info("teacher: done in %.0f s; accuracy %s", info["seconds"], metrics)
     return stage, model, tokenizer
 
