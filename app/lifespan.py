@@ -5,6 +5,7 @@ SENTIMENT_DRAIN_DELAY_S)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -57,10 +58,20 @@ def _install_drain_signals(
     return restore
 
 
+def freeze_heap() -> None:
+    """Hide what start-up built (modules, FastAPI's routes and schemas, the model) from the cyclic
+    garbage collector: a full collection walks every tracked object, ~200k here, and took 150-250 ms
+    of event-loop time (0.01 ms after the freeze). None was seen in 50 s of load (README, "The p99
+    moves between runs"); this keeps one from stalling a long-running server."""
+    gc.collect()
+    gc.freeze()
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine: Engine = app.state.engine
     await engine.start()
+    freeze_heap()
     restore_signals = _install_drain_signals(
         engine, app.state.settings.drain_delay_s, asyncio.get_running_loop()
     )

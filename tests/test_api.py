@@ -395,6 +395,17 @@ async def test_ready_is_503_until_start_up_completes(small_artifact: Path) -> No
             assert (await client.get("/ready")).json() == {"ready": True, "status": "ready"}
 
 
+async def test_start_up_hides_its_heap_from_the_garbage_collector(small_artifact: Path) -> None:
+    import gc
+
+    gc.unfreeze()
+    app = create_app(Settings(model_dir=small_artifact))
+    async with app.router.lifespan_context(app):
+        frozen = gc.get_freeze_count()
+        # the model, FastAPI's routes and everything imported: a full collection no longer walks them
+        assert frozen > 50_000, frozen
+
+
 async def test_shutdown_refuses_new_work_and_finishes_queued_work(small_artifact: Path) -> None:
     probe = ModelProbe()
     app = create_app(Settings(model_dir=small_artifact, shutdown_grace_s=10), infer_wrapper=probe)
