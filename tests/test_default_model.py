@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "models" / "default"
 MAX_BYTES = 20 * 1024 * 1024
 # Measured on the SST-2 sentence-level test set when the model was trained (meta.json); recomputed here.
-MIN_TEST_ACCURACY = 0.870  # 0.8710 measured; the issue asks 0.880, not reached (README)
+MIN_TEST_ACCURACY = 0.880  # 0.8874 measured; the goal issue 10 set
 MIN_BEHAVIOUR_PASS = 0.84  # 56/66 measured
 
 
