@@ -132,9 +132,8 @@ def distillation_targets(
             root, t_stage, x_stage, ts, model, tokenizer, device, max_length=cfg.teacher_max_length,
             show_progress=show_progress,
         )
-        member_eval = torch.load(t_stage.dir / EVAL_LOGITS, weights_only=True)
-        for n in evals:
-            eval_logits[n].append(member_eval[n])
+        for n, lg in _eval_logits(t_stage, model, tokenizer, evals, device, cfg.teacher_max_length).items():
+            eval_logits[n].append(lg)
         member_logits.append(logits)
         members.append({
             "seed": settings.seed,
@@ -146,7 +145,7 @@ def distillation_targets(
             "labels_cache_key": l_stage.key,
         })
         del model
-    logits = torch.stack(member_logits).mean(0) if len(member_logits) > 1 else member_logits[0]
+    logits = torch.stack(member_logits).mean(0)  # one member: its own logits
     accuracy = {  # of the ensemble (of the one teacher when there is one)
         n: round(_accuracy(lg, evals[n].labels), 5)
         for n, lg in eval_logits.items()
@@ -176,10 +175,21 @@ def distillation_targets(
     }
     if len(members) > 1:
         info["teacher_members"] = members
-    log.info("distillation: %d transfer texts %s; teacher accuracy %s%s", len(ts), ts.counts(), accuracy,
-             f" (mean of {len(members)} teachers: " + ", ".join(str(m["accuracy"]) for m in members) + ")"
-             if len(members) > 1 else "")
+    log.info("distillation: %d transfer texts %s; teacher accuracy %s (members: %s)", len(ts), ts.counts(),
+             accuracy, [m["accuracy"] for m in members])
     return Targets(ids, ts.labels, logits, info)
+
+
+def _eval_logits(
+    t_stage: Stage, model: Any, tokenizer: Any, evals: dict[str, Split], device: torch.device, max_length: int
+) -> dict[str, torch.Tensor]:
+    """The teacher's logits on the evaluation splits: stored by its stage, or (a stage cached before
+    they were stored) computed again."""
+    path = t_stage.dir / EVAL_LOGITS
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    return {n: logits_for(model, tokenizer, sp.texts, device, max_length=max_length, show_progress=False)
+            for n, sp in evals.items()}
 
 
 def _accuracy(member_logits: list[torch.Tensor], labels: list[int]) -> float:

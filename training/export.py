@@ -97,6 +97,15 @@ def plot_curve(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _ensemble_note(teacher: dict, members: list[dict]) -> str:
+    if teacher.get("members", 1) < 2:
+        return ""
+    alone = "; ".join(", ".join(f"{k} {v:.4f}" for k, v in m["accuracy"].items()) for m in members)
+    seeds = ", ".join(str(m["seed"]) for m in members)
+    n = teacher["members"]
+    return f" An ensemble: the mean logits of {n} such teachers (seeds {seeds}; each alone: {alone})."
+
+
 def model_card(meta: dict) -> str:
     m = meta["metrics"]
     lines = [
@@ -166,12 +175,7 @@ def model_card(meta: dict) -> str:
             "",
             f"- Teacher: `{t['source']}` ({(t['parameters'] or 0) / 1e6:.1f} M parameters, weights sha256 "
             f"`{t['weights_sha256'][:16]}…`), fine-tuned {t['settings']['epochs']} epochs on the training "
-            f"split; its accuracy: {acc}."
-            + (f" An ensemble: the mean logits of {t['members']} such teachers (seeds "
-               + ", ".join(str(m["seed"]) for m in d["teacher_members"]) + "; each alone: "
-               + "; ".join(", ".join(f"{k} {v:.4f}" for k, v in m["accuracy"].items())
-                           for m in d["teacher_members"]) + ")."
-               if t.get("members", 1) > 1 else ""),
+            f"split; its accuracy: {acc}." + _ensemble_note(t, d.get("teacher_members", [])),
             f"- Transfer set: {x['size']} texts ("
             + ", ".join(f"{k} {v}" for k, v in x["counts"].items())
             + f"), sha256 `{x['sha256'][:16]}…`; teacher logits sha256 `{d['labels']['sha256'][:16]}…`.",
