@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from app.main import create_app
+from app.routes import predict as predict_route
 from app.settings import Settings
 from core.batcher import InferFn
 from model.artifact import Artifact, ArtifactError, load_artifact
@@ -244,35 +246,41 @@ async def test_failing_batch_fails_only_its_own_requests(small_artifact: Path) -
         assert metric(metrics, "sentiment_batch_failures_total") == 1
 
 
+def _leaving_client(app: Any, text: str) -> tuple[asyncio.Task[None], asyncio.Event, list[dict[str, Any]]]:
+    """Call the app as uvicorn would for POST /predict {"text": text}; the client leaves when the
+    returned event is set. Returns the app's task, that event and the messages it sent."""
+    body = orjson.dumps({"text": text})
+    disconnected = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+    first = True
+
+    async def receive() -> dict[str, Any]:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        await disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 5000), "server": ("test", 80),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }  # fmt: skip
+    return asyncio.create_task(app(scope, receive, send)), disconnected, sent
+
+
 async def test_disconnected_client_texts_are_dropped_before_inference(small_artifact: Path) -> None:
     probe = ModelProbe()
     async with serve(small_artifact, probe) as (app, client):
         probe.reset(block=True)
         running = asyncio.create_task(client.post("/predict", json={"text": "good"}))
         await probe.wait_entered()
-        body = b'{"text": "nobody will read this answer"}'
-        disconnected = asyncio.Event()
-        sent: list[dict[str, Any]] = []
-        first = True
-
-        async def receive() -> dict[str, Any]:
-            nonlocal first
-            if first:
-                first = False
-                return {"type": "http.request", "body": body, "more_body": False}
-            await disconnected.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
-            "root_path": "", "client": ("127.0.0.1", 5000), "server": ("test", 80),
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }  # fmt: skip
-        gone = asyncio.create_task(app(scope, receive, send))
+        gone, disconnected, sent = _leaving_client(app, "nobody will read this answer")
         await asyncio.sleep(0.05)
         service = app.state.engine
         assert service.batcher.queued_texts == 1
@@ -286,6 +294,34 @@ async def test_disconnected_client_texts_are_dropped_before_inference(small_arti
         assert sent[0]["status"] == 499  # logged as client-closed; nobody receives it
         metrics = (await client.get("/metrics")).text
         assert metric(metrics, 'sentiment_rejected_texts_total{reason="dropped"}') == 1
+
+
+async def test_a_client_leaving_from_deep_in_the_queue_frees_its_room_at_once(
+    small_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A request behind a full batch is watched from the start; one that would run next is watched only
+    # after WATCH_AFTER_S (made long here, so only the first kind can be dropped within the test).
+    monkeypatch.setattr(predict_route, "WATCH_AFTER_S", 60.0)
+    probe = ModelProbe()
+    async with serve(small_artifact, probe, max_batch_size=1) as (app, client):
+        probe.reset(block=True)
+        running = asyncio.create_task(client.post("/predict", json={"text": "good"}))
+        await probe.wait_entered()
+        batcher = app.state.engine.batcher
+        shallow, shallow_gone, _ = _leaving_client(app, "next in line")
+        while batcher.queued_texts < 1:
+            await asyncio.sleep(0.005)
+        deep, deep_gone, sent = _leaving_client(app, "behind a full batch")
+        while batcher.queued_texts < 2:
+            await asyncio.sleep(0.005)
+        deep_gone.set()
+        shallow_gone.set()
+        await asyncio.wait_for(deep, 5)
+        assert sent[0]["status"] == 499
+        assert batcher.queued_texts == 1  # the shallow one still holds its room: not watched yet
+        probe.gate.set()
+        assert (await running).status_code == 200
+        await asyncio.wait_for(shallow, 5)  # run, then answered to nobody
 
 
 async def test_timeout_gives_504_and_drops_the_texts(small_artifact: Path, artifact: Artifact) -> None:
