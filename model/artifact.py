@@ -11,7 +11,6 @@ parsed, and only TorchScript and JSON are ever loaded (no pickle).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from model.checksums import sha256_file
 from model.tokenizer import PAD_ID, UNK_ID, AsciiIds, load_tokenizer, max_length_of, pad, token_ids
 
 SCHEMA_VERSION = 1
@@ -29,14 +29,6 @@ REQUIRED_FILES = (MODEL_FILE, TOKENIZER_FILE)
 
 class ArtifactError(RuntimeError):
     """The artifact is missing, corrupt or incompatible; the message names the file."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_artifact_dir(path: str | Path) -> Path:

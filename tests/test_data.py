@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import gzip
+import re
 import time
 from pathlib import Path
 
 import pytest
 
+from training.corpora import FIVE, FIVE_TO_THREE, THREE
 from training.data import (
     DataError,
     eval_split_names,
@@ -15,7 +18,9 @@ from training.data import (
     load_builtin,
     load_user_files,
     read_labelled_file,
+    read_trees,
 )
+from training.fetch import data_dir
 
 # ---------------------------------------------------------------- real data
 
@@ -28,7 +33,7 @@ def mirror(data_mirror: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_sst2_builtin(mirror: Path) -> None:
     start = time.perf_counter()
-    splits = load_builtin("sst2", seed=0, progress=False)
+    splits = load_builtin("sst2", data_dir("sst2", progress=False), seed=0)
     elapsed = time.perf_counter() - start
     assert list(splits) == ["train", "val", "dev", "test"]
     assert eval_split_names(splits) == ["dev", "test"]
@@ -47,7 +52,7 @@ def test_sst2_builtin(mirror: Path) -> None:
 
 def test_imdb_builtin(mirror: Path) -> None:
     start = time.perf_counter()
-    splits = load_builtin("imdb", seed=7, val_fraction=0.1, progress=False)
+    splits = load_builtin("imdb", data_dir("imdb", progress=False), seed=7, val_fraction=0.1)
     elapsed = time.perf_counter() - start
     assert list(splits) == ["train", "val", "test"]
     assert eval_split_names(splits) == ["test"]
@@ -63,7 +68,7 @@ def test_imdb_builtin(mirror: Path) -> None:
 
 def test_unknown_dataset() -> None:
     with pytest.raises(DataError, match="unknown dataset 'yelp'"):
-        load_builtin("yelp", seed=0)
+        load_builtin("yelp", Path("."), seed=0)
 
 
 # ---------------------------------------------------------------- good files
@@ -129,17 +134,17 @@ BAD_FILES = [
     ("empty_text.csv", "text,label\nfine,1\n   ,0\n", 3, ["empty text"]),
     ("unknown.csv", "text,label\na,1\nb,maybe\n", 3, ["unknown label 'maybe'", "negative/positive"]),
     ("no_label.csv", "text,label\na,\n", 2, ["missing label"]),
-    ("numeric.csv", "text,label\na,2\n", 2, ["unknown label '2'"]),
+    ("numeric.csv", "text,label\na,1\nb,-1\n", 3, ["unknown label '-1'"]),
     ("extra.csv", "text,label\nit was ok,1,0\n", 2, ["extra fields"]),
     ("multiline.csv", 'text,label\n"line one\nline two",1\nx,bad\n', 4, ["unknown label 'bad'"]),
     ("blank_lines.tsv", "sentence\tlabel\na\t0\n\nb\tx\n", 4, ["unknown label 'x'"]),
     ("bad_utf8.csv", b"text,label\na,1\nb\xff\xfe,0\n", 3, ["UTF-8"]),
     ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n', 2, ["invalid JSON"]),
     ("array.json", '[{"text": "a", "label": 1}]\n', 1, ["not a JSON array"]),
-    ("bool.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": true}\n', 2, ["unknown label True"]),
+    ("bool.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": true}\n', 2, ["label True is neither"]),
     ("nolabel.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', 2, ["missing label"]),
     ("notext.jsonl", '{"text": "a", "label": 1}\n{"text": "", "label": 0}\n', 2, ["empty text"]),
-    ("bad.csv.gz", "text,label\na,0\nb,2\n", 3, ["unknown label '2'"]),
+    ("bad.csv.gz", "text,label\na,0\nb,x-1\n", 3, ["unknown label 'x-1'"]),
     ("empty.csv", "", None, ["empty"]),
     ("header_only.tsv", "sentence\tlabel\n", None, ["no labelled rows"]),
     ("no_text_col.csv", "foo,label\na,1\n", None, ["no text column", "'foo'", "--text-column"]),
@@ -204,8 +209,108 @@ def test_user_files_explicit_val_and_one_class(user_train: Path, tmp_path: Path)
     splits = load_user_files(user_train, None, val, seed=0)
     assert len(splits["train"]) == 300 and splits["val"].texts == ["v", "w"]
     one_class = write(tmp_path / "one.csv", "text,label\na,1\nb,1\n")
-    with pytest.raises(DataError, match="both labels"):
+    with pytest.raises(DataError, match="at least two labels"):
         load_user_files(one_class, None, None, seed=0)
     tiny = write(tmp_path / "tiny.csv", "text,label\na,1\nb,0\n")
     with pytest.raises(DataError, match="too few rows"):
         load_user_files(tiny, None, None, seed=0)
+
+
+# ---------------------------------------------------------------- label sets, trees, tweets, mixtures
+
+
+@pytest.mark.parametrize(
+    ("labels", "names"),
+    [
+        (["0", "1"], ("negative", "positive")),
+        (["2", "0", "1"], ("negative", "neutral", "positive")),
+        (["4", "0"], ("very negative", "negative", "neutral", "positive", "very positive")),
+        (["Neutral", "POS", "negative"], ("negative", "neutral", "positive")),
+        (["neg", "1"], ("negative", "positive")),
+        (["billing", "bug", "praise"], ("billing", "bug", "praise")),
+        (["0", "3"], ("0", "1", "2", "3")),
+    ],
+)
+def test_a_files_labels_decide_its_label_set(tmp_path: Path, labels: list[str], names: tuple) -> None:
+    body = "".join(f"text {i},{y}\n" for i, y in enumerate(labels))
+    split = read_labelled_file(write(tmp_path / "l.csv", "text,label\n" + body))
+    assert split.label_names == names
+    index = {n: i for i, n in enumerate(names)}
+    alias = {"neg": "negative", "pos": "positive"}
+    expect = [int(y) if y.isdigit() else index[alias.get(y.lower(), y.lower())] for y in labels]
+    assert split.labels == expect
+
+
+def test_explicit_label_names_fix_the_order_and_refuse_others(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.tsv", "text\tlabel\nslow\tbad\nfine\tok\nlovely\tgood\nmeh\t1\n")
+    split = read_labelled_file(path, label_names=("bad", "ok", "good"))
+    assert split.labels == [0, 1, 2, 1]
+    with pytest.raises(DataError, match=r"t\.tsv, line 3: unknown label 'ok'; accepted labels are bad/good"):
+        read_labelled_file(path, label_names=("bad", "good"))
+
+
+def test_user_files_with_three_named_labels(tmp_path: Path) -> None:
+    rows = "".join(f"t{i},{('sad', 'meh', 'glad')[i % 3]}\n" for i in range(30))
+    splits = load_user_files(write(tmp_path / "a.csv", "text,label\n" + rows), None, None, seed=1)
+    assert splits["train"].label_names == splits["val"].label_names == ("glad", "meh", "sad")
+    assert set(splits["val"].labels) == {0, 1, 2}  # stratified: every class held out
+
+
+TREES = (
+    "(3 (2 It) (4 (4 (2 's) (4 (3 (2 a) (4 (3 lovely) (2 film))))) (2 .)))\n"
+    "(1 (2 -LRB- Not) (1 (2 a) (0 (1 bad) (0 mess))))\n"
+)
+
+
+def test_trees_become_labelled_phrases(tmp_path: Path) -> None:
+    split = read_trees(write(tmp_path / "t.txt", TREES))
+    phrases = dict(zip(split.texts, split.labels, strict=True))
+    assert phrases["It 's a lovely film ."] == 3
+    assert phrases["lovely film"] == 4 and phrases["lovely"] == 3
+    assert phrases["( Not a bad mess"] == 1  # -LRB- restored, the root's label
+    assert phrases["bad mess"] == 0
+    assert len(split) == len(set(split.texts))  # each phrase once
+    three = read_trees(tmp_path / "t.txt", label_names=THREE, label_map=FIVE_TO_THREE)
+    assert dict(zip(three.texts, three.labels, strict=True))["lovely film"] == 2
+
+
+@pytest.mark.parametrize(
+    ("tree", "words"),
+    [
+        ("(3 (2 a) (2 b)\n", "missing ')'"),
+        ("(3 (2 a)))\n", "text after the end of the tree"),
+        ("(9 word)\n", "expected a label 0-4"),
+        ("word (2 a)\n", "outside any node"),
+    ],
+)
+def test_a_malformed_tree_names_file_and_line(tmp_path: Path, tree: str, words: str) -> None:
+    path = write(tmp_path / "bad.txt", "(2 (2 fine) (2 tree))\n" + tree)
+    with pytest.raises(DataError, match=rf"bad\.txt, line 2: .*{re.escape(words)}"):
+        read_trees(path)
+
+
+def test_real_trees_agree_with_the_sentence_files(mirror: Path, tmp_path: Path) -> None:
+    """A few real trees: the root of each is a sentence of sst5/sentences with the same label."""
+    head = (mirror / "sst5/trees/dev.txt").read_text(encoding="utf-8").split("\n")[:25]
+    split = read_trees(write(tmp_path / "dev25.txt", "\n".join(head)))
+    sentences = read_labelled_file(mirror / "sst5/sentences/dev.tsv", label_names=FIVE)
+    gold = dict(zip(sentences.texts, sentences.labels, strict=True))
+    roots = [t for t in split.texts if t.lower() in gold]
+    assert len(roots) >= 20
+    assert all(split.labels[split.texts.index(t)] == gold[t.lower()] for t in roots)
+
+
+def test_sst3_tweets_and_the_general_mixture(mirror: Path) -> None:
+    sst3 = load_builtin("sst3", data_dir("sst3", progress=False), seed=0)
+    assert sst3["train"].label_names == THREE and len(sst3["train"]) > 150_000  # every phrase
+    assert sorted(collections.Counter(sst3["test"].labels).values()) == [389, 909, 912]
+    tweets = load_builtin("tweets", data_dir("tweets", progress=False), seed=0)
+    assert [len(tweets[s]) for s in ("train", "val", "test")] == [47_777, 2_000, 12_284]
+    assert not any(re.search(r"@(?!user\b)\w|https?://", t) for t in tweets["train"].texts)
+    mix = load_builtin("general", data_dir("general", progress=False), seed=0)
+    assert len(mix["train"]) == round(len(sst3["train"]) / 2) + 47_777
+    assert set(mix) == {"train", "val", "sst3-test", "tweets-test", "sst2-test"}
+    binary = mix["sst2-test"]  # SST-2 in a three-class model: negative and positive only
+    assert binary.label_names == THREE and binary.allowed == (0, 2) and set(binary.labels) == {0, 2}
+    again = load_builtin("general", data_dir("general", progress=False), seed=0)["train"]
+    assert again.texts == mix["train"].texts and again.labels == mix["train"].labels  # the teacher's key

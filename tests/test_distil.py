@@ -203,9 +203,10 @@ def test_augmentation_masks_replaces_and_cuts():
 def test_transfer_set_holds_no_evaluation_text(data_mirror: Path):
     from training.data import load_builtin
     from training.embeddings import pre_tokenize
+    from training.fetch import data_dir
 
-    splits = load_builtin("sst2", seed=1, progress=False)
-    imdb = load_builtin("imdb", seed=1, progress=False)
+    splits = load_builtin("sst2", data_dir("sst2", progress=False), seed=1)
+    imdb = load_builtin("imdb", data_dir("imdb", progress=False), seed=1)
     tok = train_tokenizer(splits["train"].texts[:3000], vocab_size=5000)
     train_words = pre_tokenize(tok, splits["train"].texts[:3000])
     ts = build(train_words, splits["train"].labels[:3000], pre_tokenize(tok, imdb["train"].texts[:300]), {},

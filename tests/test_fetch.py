@@ -19,6 +19,7 @@ import pytest
 
 from training import fetch
 from training.data import DataError, load_builtin, read_labelled_file
+from training.fetch import data_dir
 
 # ---------------------------------------------------------------- tiny archives in the public formats
 
@@ -161,7 +162,7 @@ def test_fetch_into_empty_cache_then_reuse(cache: Path, server: Server) -> None:
 
     # a second call (and loading through load_builtin) uses the cache without downloading
     assert fetch.data_dir("sst2", progress=False) == cache
-    splits = load_builtin("imdb", seed=0, val_fraction=0.5, progress=False)
+    splits = load_builtin("imdb", data_dir("imdb", progress=False), seed=0, val_fraction=0.5)
     assert [len(s) for s in splits.values()] == [2, 2, 2]
     assert sorted(splits["val"].labels) == [0, 1]
     assert len(server.requests) == 5

@@ -165,10 +165,11 @@ def test_ngram_bag_learns_real_reviews_and_its_weight_follows_its_use(data_mirro
     from model.network import NetworkConfig, SentimentLSTM
     from model.tokenizer import token_ids, train_tokenizer
     from training.data import load_builtin
+    from training.fetch import data_dir
     from training.ngrams import fit_ngram_weight, ngram_logits, train_ngram_bag
     from training.train import seeded_slice
 
-    splits = load_builtin("sst2", seed=1, progress=False)
+    splits = load_builtin("sst2", data_dir("sst2", progress=False), seed=1)
     train = seeded_slice(splits["train"], 4000, 1)
     tok = train_tokenizer(train.texts, vocab_size=20_000, min_frequency=1, max_length=64)
     ids = {k: token_ids(tok, s.texts)[0] for k, s in (("train", train), ("val", splits["val"]))}

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from model.checksums import sha256_file
+
 MANIFEST = "stage.json"
 
 
@@ -25,8 +27,6 @@ def stage_key(stage: str, inputs: dict[str, Any]) -> str:
 
 
 def _sha256(path: Path) -> str:
-    from model.artifact import sha256_file  # lazy: model.artifact pulls in torch
-
     return sha256_file(path)
 
 

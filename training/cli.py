@@ -38,6 +38,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "public archives into it on first use. Defaults shown are for sst2. Presets (applied unless the "
         f"flag is given): {_presets_text()} (files: your own --train data). "
         "Examples: python -m training --dataset imdb --epochs 3; "
+        f"python -m training --preset general --teacher {DEFAULT_TEACHER} (the shipped three-class model); "
         f"python -m training --teacher {DEFAULT_TEACHER} (distil a transformer; see README)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -68,7 +69,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     elif cfg.eval_file or cfg.val_file:
         parser.error("--eval and --val need --train")
     given = vars(build_parser(suppress_defaults=True).parse_args(argv))
-    for name, value in PRESETS.get(cfg.dataset, {}).items():
+    for name, value in PRESETS.get(cfg.preset or cfg.dataset, {}).items():
         if name not in given:
             setattr(cfg, name, value)
     return cfg
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.distributed import context_from_env
     from training.export import ExportError, publish, write_artifact
     from training.teacher import TeacherError
-    from training.train import train
+    from training.train import StopAfter, train
 
     if not context_from_env().is_main:  # torchrun worker: train its shard, rank 0 exports
         train(cfg)
@@ -100,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        result = train(cfg, metrics_path=staging / "metrics.jsonl")
+        try:
+            result = train(cfg, metrics_path=staging / "metrics.jsonl")
+        except StopAfter as stop:
+            shutil.rmtree(staging, ignore_errors=True)
+            log.info("stopped after the %s stage, as asked (--stop-after); its outputs are cached in %s",
+                     stop, cfg.cache_root())
+            return 0
         command = "python -m training " + shlex.join(sys.argv[1:] if argv is None else argv)
         meta = write_artifact(result, cfg, staging, run_name, command)
         final = publish(staging, out_root, run_name)

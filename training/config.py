@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from model.network import POOLINGS
+from training.corpora import CORPORA, DATASETS, MIXTURES
 
-DATASETS = ("sst2", "imdb")
 EMBEDDINGS = ("word2vec", "random")
 DEVICES = ("auto", "cpu", "cuda")
 DISTIL_LOSSES = ("mse", "kl")
@@ -42,7 +42,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # keep an epoch near 3.5 min on 2 CPU threads, and the n-gram bag (README: 90.5% test).
     "imdb": {"max_length": 1024, "hidden_dim": 128, "epochs": 2, "ngram_buckets": 524_288},
     "files": {"max_length": 256},
+    # Five SST classes, trained on every labelled phrase of the training trees.
+    "sst5": {"dataset": "sst5"},
+    # The shipped three-class default: SST phrases and tweets (training/corpora.py "general").
+    "general": {"dataset": "general", "teacher_epochs": 2},
 }
+STOP_AFTER = ("teacher", "student")
 
 
 def opt(default: Any, stage: str, help: str, choices: tuple | None = None) -> Any:
@@ -54,8 +59,11 @@ class TrainConfig:
     # data
     dataset: str = opt(
         "sst2", "data",
-        "built-in corpus: sst2 (GLUE SST-2; reports dev and the sentence-level test set) or imdb (25k "
-        "reviews; 10%% of train held out for validation, reports the 25k test set)", DATASETS)
+        "built-in corpus or mixture: " + "; ".join(
+            f"{n}: {c.description}" for n, c in {**CORPORA, **MIXTURES}.items()), DATASETS)
+    preset: str | None = opt(
+        None, "data", "a known recipe's settings, applied unless the flag is given (listed at the end); "
+        "default: the dataset's own preset where it has one", tuple(PRESETS))
     train_file: str | None = opt(
         None, "data", "train on your own CSV/TSV/JSONL file (optionally .gz) instead of a built-in corpus")
     eval_file: str | None = opt(None, "data", "with --train: a labelled file to report final metrics on")
@@ -66,8 +74,12 @@ class TrainConfig:
         None, "data", "name of the text column in --train/--eval/--val files (default: text, sentence, "
         "review or content)")
     label_column: str | None = opt(
-        None, "data", "name of the label column (default: label, sentiment or labels); labels may be 0/1 "
-        "or negative/positive")
+        None, "data", "name of the label column (default: label, sentiment or labels); labels are names "
+        "(any; negative/neutral/positive and very negative..very positive take that order) or numbers "
+        "0..K-1 (K=2, 3, 5: the binary, three- or five-class sentiment names)")
+    labels: str | None = opt(
+        None, "data", "with --train: the label names in output order, comma-separated (e.g. "
+        "bad,ok,good); the files' labels are these names or their 0-based indices")
     val_fraction: float = opt(
         0.1, "data", "share of the training data held out for validation when the corpus has no "
         "validation split")
@@ -183,6 +195,10 @@ class TrainConfig:
     device: str = opt("auto", "output", "auto (CUDA when available), cpu or cuda", DEVICES)
     threads: int = opt(0, "output", "CPU threads for torch (0: torch's default, usually one per core)")
     amp: bool = opt(True, "output", "mixed precision on CUDA (--no-amp to disable; ignored on CPU)")
+    stop_after: str | None = opt(
+        None, "output", "stop after this stage (teacher: fine-tune and cache the teacher(s), e.g. on a GPU "
+        "machine, then rerun without it to reuse them); default: run every stage and export",
+        STOP_AFTER)
     progress: bool = opt(
         True, "output", "progress output (a bar on a terminal, a line every 30 s in logs; --no-progress: "
         "epoch summaries only)")

@@ -12,37 +12,35 @@ import gzip
 import io
 import json
 import random
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TRAIN_SPLIT, VAL_SPLIT = "train", "val"
-DATASETS = ("sst2", "imdb")
+from model.checksums import sha256_file
+from model.text_rules import normalise_handles_and_links
+from training.corpora import (
+    BINARY,
+    CORPORA,
+    FIVE,
+    MIXTURES,
+    THREE,
+    TRAIN_SPLIT,
+    VAL_SPLIT,
+    Corpus,
+    DataError,
+)
 
-# Files each built-in dataset needs, relative to the data directory (mirror or cache).
-BUILTIN_FILES: dict[str, dict[str, str]] = {
-    "sst2": {
-        "train": "sst2/glue/train.tsv",
-        "dev": "sst2/glue/dev.tsv",
-        "test": "sst2/sentences/test.tsv",
-    },
-    "imdb": {
-        "train": "imdb/train.jsonl.gz",
-        "test": "imdb/test.jsonl.gz",
-    },
-}
-
-TEXT_COLUMNS = ("text", "sentence", "review", "content")
+TEXT_COLUMNS = ("text", "sentence", "review", "content", "tweet")
 LABEL_COLUMNS = ("label", "sentiment", "labels")
-LABELS: dict[str, int] = {"0": 0, "1": 1, "negative": 0, "positive": 1, "neg": 0, "pos": 1}
-_ACCEPTED = "0/1, negative/positive, neg/pos (case-insensitive)"
+# Spellings of the canonical sentiment names (training/corpora.py) that a file may use.
+_ALIASES = {"neg": "negative", "pos": "positive", "neu": "neutral", "very_negative": "very negative",
+            "very_positive": "very positive"}
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
-
-
-class DataError(ValueError):
-    """Unusable input data; the message names the file (and line) and what to do about it."""
+# A raw label as read: a str (CSV/TSV, or a JSON string) or a JSON int.
+RawLabel = str | int
 
 
 @dataclass
@@ -52,10 +50,17 @@ class Split:
     labels: list[int]
     source: str  # file path, or a description such as "<path> (90% held-in, seed 0)"
     path: Path | None = None  # the file the rows came from, for checksums
+    label_names: tuple[str, ...] = BINARY  # labels[i] indexes this
+    # The label indices this split's rows can have, when fewer than all: a binary corpus in a
+    # three-class model (negative, positive) is scored and trained on those columns only.
+    allowed: tuple[int, ...] | None = None
+    paths: tuple[Path, ...] = ()  # every file the rows came from (a mixture has several)
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"split {self.name}: {len(self.texts)} texts but {len(self.labels)} labels")
+        if not self.paths and self.path is not None:
+            self.paths = (self.path,)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -134,16 +139,60 @@ def _pick_column(
     )
 
 
-def _parse_label(value: Any, path: Path, line: int) -> int:
-    if isinstance(value, str):
-        label = LABELS.get(value.strip().lower())
-        if label is not None:
-            return label
-    elif type(value) is int and value in (0, 1):  # not bool or float: those are more likely bugs
-        return value
+def _raw_label(value: Any, path: Path, line: int) -> RawLabel:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{path}, line {line}: missing label")
-    raise DataError(f"{path}, line {line}: unknown label {value!r}; accepted labels are {_ACCEPTED}")
+    if isinstance(value, str):
+        return value.strip()
+    if type(value) is int and value >= 0:  # not bool or float: those are more likely bugs
+        return value
+    raise DataError(
+        f"{path}, line {line}: label {value!r} is neither a name nor a non-negative whole number"
+    )
+
+
+def _canonical(name: str) -> str:
+    low = name.lower()
+    return _ALIASES.get(low, low)
+
+
+def infer_label_names(raw: Iterable[RawLabel]) -> tuple[str, ...]:
+    """The label set a file's labels imply, in output order: numbers 0..K-1 alone name the binary,
+    three- or five-class sentiment set by K (else "0".."K-1"); sentiment names (with or without
+    numbers among them) take the smallest such set that holds them; other names, sorted."""
+    values = {str(v) for v in raw}
+    numbers = {int(v) for v in values if v.isdigit()}
+    names = {_canonical(v) for v in values if not v.isdigit()}
+    k = max(numbers, default=-1) + 1
+    if not names:
+        return {2: BINARY, 3: THREE, 5: FIVE}.get(k, tuple(str(i) for i in range(k)))
+    for known in (BINARY, THREE, FIVE):
+        if names <= set(known) and k <= len(known):
+            return known
+    if numbers:  # numbers with a stray name: the numbers decide, the name is reported as unknown
+        return {2: BINARY, 3: THREE, 5: FIVE}.get(max(k, 2), tuple(str(i) for i in range(k)))
+    return tuple(sorted(names))
+
+
+def _label_index(label_names: tuple[str, ...]) -> dict[str, int]:
+    index = {_canonical(n): i for i, n in enumerate(label_names)}
+    index.update({str(i): i for i in range(len(label_names))})
+    return index
+
+
+def _resolve_labels(
+    raw: list[RawLabel], lines: list[int], path: Path, label_names: tuple[str, ...] | None
+) -> tuple[list[int], tuple[str, ...]]:
+    names = label_names or infer_label_names(raw)
+    index = _label_index(names)
+    out: list[int] = []
+    for value, line in zip(raw, lines, strict=True):
+        label = index.get(_canonical(str(value)))
+        if label is None:
+            accepted = "/".join(names) + f" or 0-{len(names) - 1}"
+            raise DataError(f"{path}, line {line}: unknown label {value!r}; accepted labels are {accepted}")
+        out.append(label)
+    return out, names
 
 
 def _check_text(value: Any, path: Path, line: int) -> str:
@@ -158,7 +207,7 @@ def _check_text(value: Any, path: Path, line: int) -> str:
 
 def _read_delimited(
     path: Path, text: str, delimiter: str, text_column: str | None, label_column: str | None
-) -> tuple[list[str], list[int]]:
+) -> tuple[list[str], list[RawLabel], list[int]]:
     # SST text contains bare quote characters, so TSV must not treat them as quoting.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
@@ -171,7 +220,8 @@ def _read_delimited(
         l_col = _pick_column(path, header, label_column, LABEL_COLUMNS, "label")
         width = len(header)
         texts: list[str] = []
-        labels: list[int] = []
+        labels: list[RawLabel] = []
+        lines: list[int] = []
         append_text, append_label = texts.append, labels.append
         line = reader.line_num + 1  # first physical line of the next record (records may span lines)
         for row in rows:
@@ -183,19 +233,21 @@ def _read_delimited(
                         f"{path}, line {line}: {what}: {len(row)} field(s) where the header has {width}{hint}"
                     )
                 append_text(_check_text(row[t_col], path, line))
-                append_label(_parse_label(row[l_col], path, line))
+                append_label(_raw_label(row[l_col], path, line))
+                lines.append(line)
             line = reader.line_num + 1
     except csv.Error as e:
         kind = "TSV" if delimiter == "\t" else "CSV"
         raise DataError(f"{path}, line {reader.line_num}: malformed {kind} ({e})") from None
-    return texts, labels
+    return texts, labels, lines
 
 
 def _read_jsonl(
     path: Path, text: str, text_column: str | None, label_column: str | None
-) -> tuple[list[str], list[int]]:
+) -> tuple[list[str], list[RawLabel], list[int]]:
     texts: list[str] = []
-    labels: list[int] = []
+    labels: list[RawLabel] = []
+    lines: list[int] = []
     t_key: str | None = None
     l_key: str | None = None
     # split on "\n" only: str.splitlines() would also break at U+2028 etc., which JSON strings may hold raw
@@ -225,8 +277,9 @@ def _read_jsonl(
             t_key = keys[_pick_column(path, keys, text_column, TEXT_COLUMNS, "text")]
             l_key = keys[_pick_column(path, keys, label_column, LABEL_COLUMNS, "label")]
         texts.append(_check_text(record.get(t_key), path, line_no))
-        labels.append(_parse_label(record.get(l_key), path, line_no))
-    return texts, labels
+        labels.append(_raw_label(record.get(l_key), path, line_no))
+        lines.append(line_no)
+    return texts, labels, lines
 
 
 def read_labelled_file(
@@ -236,18 +289,79 @@ def read_labelled_file(
     label_column: str | None = None,
     fmt: str | None = None,
     name: str | None = None,
+    label_names: tuple[str, ...] | None = None,
 ) -> Split:
-    """Read a CSV/TSV (with header) or JSON Lines file of labelled texts; `fmt` overrides the extension."""
+    """Read a CSV/TSV (with header) or JSON Lines file of labelled texts; `fmt` overrides the extension.
+    Labels are names from `label_names` or their indices; without it, the file's labels decide the set
+    (`infer_label_names`)."""
     path = Path(path)
     kind = _detect_format(path, fmt)
     text = _read_text(path)
     if kind == "jsonl":
-        texts, labels = _read_jsonl(path, text, text_column, label_column)
+        texts, raw, lines = _read_jsonl(path, text, text_column, label_column)
     else:
-        texts, labels = _read_delimited(path, text, "\t" if kind == "tsv" else ",", text_column, label_column)
+        delimiter = "\t" if kind == "tsv" else ","
+        texts, raw, lines = _read_delimited(path, text, delimiter, text_column, label_column)
     if not texts:
         raise DataError(f"{path}: no labelled rows (the file is empty or holds only a header)")
-    return Split(name=name or path.name, texts=texts, labels=labels, source=str(path), path=path)
+    labels, names = _resolve_labels(raw, lines, path, label_names)
+    return Split(name=name or path.name, texts=texts, labels=labels, source=str(path), path=path,
+                 label_names=names)
+
+
+# ---------------------------------------------------------------- SST trees
+
+_TREE_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+_PTB_BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-lrb-": "(", "-rrb-": ")"}
+
+
+def read_trees(
+    path: str | Path,
+    *,
+    label_names: tuple[str, ...] = FIVE,
+    label_map: tuple[int, ...] | None = None,
+    name: str | None = None,
+) -> Split:
+    """Every labelled phrase of SST parse trees (one PTB tree a line, a 0-4 label on every node):
+    each distinct phrase once, with the label of its first occurrence; `label_map` folds the five
+    labels (to three classes, say). Words are joined by spaces, PTB brackets restored."""
+    path = Path(path)
+    phrases: dict[str, int] = {}
+    for line_no, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        stack: list[tuple[int, list[str]]] = []
+        tokens = iter(_TREE_TOKEN.findall(line))
+        done = False
+        for tok in tokens:
+            if done:
+                raise DataError(f"{path}, line {line_no}: text after the end of the tree ({tok!r})")
+            if tok == "(":
+                label = next(tokens, None)
+                if label is None or not label.isdigit() or int(label) > 4:
+                    raise DataError(f"{path}, line {line_no}: expected a label 0-4 after '(', got {label!r}")
+                stack.append((int(label), []))
+            elif tok == ")":
+                if not stack:
+                    raise DataError(f"{path}, line {line_no}: unbalanced ')'")
+                label, words = stack.pop()
+                if not words:
+                    raise DataError(f"{path}, line {line_no}: a node with no words")
+                phrases.setdefault(" ".join(words), label_map[label] if label_map else label)
+                if stack:
+                    stack[-1][1].extend(words)
+                else:
+                    done = True
+            elif not stack:
+                raise DataError(f"{path}, line {line_no}: a word outside any node ({tok!r})")
+            else:
+                stack[-1][1].append(_PTB_BRACKETS.get(tok, tok))
+        if not done:
+            raise DataError(f"{path}, line {line_no}: unbalanced tree (missing ')')")
+    if not phrases:
+        raise DataError(f"{path}: no trees")
+    return Split(name or path.name, list(phrases), list(phrases.values()), str(path), path,
+                 label_names=label_names)
 
 
 # ---------------------------------------------------------------- splits
@@ -260,7 +374,7 @@ def _holdout(split: Split, *, seed: int, val_fraction: float) -> tuple[Split, Sp
     rng = random.Random(seed)
     train_idx: list[int] = []
     val_idx: list[int] = []
-    for label in (0, 1):
+    for label in sorted(set(split.labels)):
         idx = [i for i, y in enumerate(split.labels) if y == label]
         rng.shuffle(idx)
         n_val = round(len(idx) * val_fraction)
@@ -273,50 +387,116 @@ def _holdout(split: Split, *, seed: int, val_fraction: float) -> tuple[Split, Sp
     rng.shuffle(train_idx)
     rng.shuffle(val_idx)
     pct = round(val_fraction * 100, 2)
-
-    def part(name: str, idx: list[int], desc: str) -> Split:
-        return Split(
-            name=name,
-            texts=[split.texts[i] for i in idx],
-            labels=[split.labels[i] for i in idx],
-            source=f"{split.source} ({desc}, seed {seed})",
-            path=split.path,
-        )
-
     return (
-        part(TRAIN_SPLIT, train_idx, f"{100 - pct:g}% held-in"),
-        part(VAL_SPLIT, val_idx, f"{pct:g}% held-out"),
+        subset(split, train_idx, TRAIN_SPLIT, f"{100 - pct:g}% held-in, seed {seed}"),
+        subset(split, val_idx, VAL_SPLIT, f"{pct:g}% held-out, seed {seed}"),
     )
 
 
+def subset(split: Split, idx: list[int], name: str, desc: str) -> Split:
+    """The rows idx of a split, renamed, its source saying how they were chosen."""
+    return Split(name, [split.texts[i] for i in idx], [split.labels[i] for i in idx],
+                 f"{split.source} ({desc})", split.path, split.label_names, split.allowed, split.paths)
+
+
 def _renamed(split: Split, name: str) -> Split:
-    return Split(name, list(split.texts), list(split.labels), split.source, split.path)
+    return Split(name, list(split.texts), list(split.labels), split.source, split.path, split.label_names,
+                 split.allowed, split.paths)
 
 
-def load_builtin(
-    dataset: str, *, seed: int, val_fraction: float = 0.1, progress: bool = True
-) -> dict[str, Split]:
-    """Named splits of a built-in corpus, in order train, val, then evaluation splits.
+def _read_corpus_file(corpus: Corpus, root: Path, split: str) -> Split:
+    path = root / corpus.files[split]
+    if corpus.reader == "trees" and split == TRAIN_SPLIT:
+        return read_trees(path, label_names=corpus.labels, label_map=corpus.label_map, name=split)
+    # SST's sentence files carry the five-class labels as numbers: read them as such, then fold.
+    file_labels = FIVE if corpus.label_map else corpus.labels
+    out = read_labelled_file(path, name=split, label_names=file_labels)
+    if corpus.label_map:
+        out = Split(split, out.texts, [corpus.label_map[y] for y in out.labels], out.source, path,
+                    label_names=corpus.labels)
+    if corpus.tweets:
+        out.texts = [normalise_handles_and_links(t) for t in out.texts]
+    return out
 
-    sst2: train = GLUE train, val = GLUE dev (model selection, temperature), eval dev = GLUE dev and
-    test = the labelled sentence-level test set (GLUE's own test has no labels).
-    imdb: train/val = stratified seeded split of the official train set, test = official test.
-    """
-    from training.fetch import data_dir  # lazy: fetch imports this module
 
-    if dataset not in BUILTIN_FILES:
-        raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    root = data_dir(dataset, progress=progress)
-    files = BUILTIN_FILES[dataset]
-    if dataset == "sst2":
-        train = read_labelled_file(root / files["train"], name=TRAIN_SPLIT)
-        dev = read_labelled_file(root / files["dev"], name="dev")
-        test = read_labelled_file(root / files["test"], name="test")
-        return {TRAIN_SPLIT: train, VAL_SPLIT: _renamed(dev, VAL_SPLIT), "dev": dev, "test": test}
-    full = read_labelled_file(root / files["train"], name=TRAIN_SPLIT)
-    train, val = _holdout(full, seed=seed, val_fraction=val_fraction)
-    test = read_labelled_file(root / files["test"], name="test")
-    return {TRAIN_SPLIT: train, VAL_SPLIT: val, "test": test}
+def load_corpus(name: str, root: Path, *, seed: int, val_fraction: float = 0.1) -> dict[str, Split]:
+    """Named splits of a built-in corpus read from the data folder `root` (training/fetch.py puts the
+    files there), in order train, val, then evaluation splits (training/corpora.py lists them)."""
+    corpus = CORPORA[name]
+    train = _read_corpus_file(corpus, root, TRAIN_SPLIT)
+    if corpus.val is None:
+        train, val = _holdout(train, seed=seed, val_fraction=val_fraction)
+    else:
+        val = _renamed(_read_corpus_file(corpus, root, corpus.val), VAL_SPLIT)
+    splits = {TRAIN_SPLIT: train, VAL_SPLIT: val}
+    for split in corpus.eval_splits:
+        splits[split] = val if split == corpus.val else _read_corpus_file(corpus, root, split)
+        splits[split] = _renamed(splits[split], split)
+    return splits
+
+
+def _map_labels(split: Split, labels: tuple[str, ...], name: str) -> Split:
+    """A split re-labelled into another label set by name (binary into three classes, say)."""
+    index = {n: i for i, n in enumerate(labels)}
+    missing = [n for n in split.label_names if n not in index]
+    if missing:
+        raise DataError(f"{split.source}: labels {missing} are not in the mixture's labels {list(labels)}")
+    to = [index[n] for n in split.label_names]
+    allowed = None if len(to) == len(labels) else tuple(sorted(to))
+    return Split(name, split.texts, [to[y] for y in split.labels], split.source, split.path, labels,
+                 allowed, split.paths)
+
+
+def _weighted(split: Split, weight: float, seed: int) -> Split:
+    """Each row floor(weight) times, plus a seeded sample for the fraction."""
+    if weight <= 0:
+        raise DataError(f"{split.source}: a mixture weight must be positive, got {weight}")
+    whole, frac = int(weight), weight - int(weight)
+    idx = [i for _ in range(whole) for i in range(len(split))]
+    if frac:
+        idx += sorted(random.Random(seed).sample(range(len(split)), round(len(split) * frac)))
+    return subset(split, idx, split.name, f"weight {weight:g}, seed {seed}") if weight != 1 else split
+
+
+def concat(parts: list[Split], name: str, source: str) -> Split:
+    """Splits of one label set as one; `allowed` kept only if every part agrees (see Split)."""
+    allowed = {p.allowed for p in parts}
+    return Split(
+        name, [t for p in parts for t in p.texts], [y for p in parts for y in p.labels], source, None,
+        parts[0].label_names, allowed.pop() if len(allowed) == 1 else None,
+        tuple(dict.fromkeys(f for p in parts for f in p.paths)),
+    )
+
+
+def load_mixture(name: str, root: Path, *, seed: int, val_fraction: float = 0.1) -> dict[str, Split]:
+    """A mixture (training/corpora.py): the weighted union of its corpora's train splits (shuffled with
+    the seed), the union of their val splits, and every corpus's evaluation splits as CORPUS-SPLIT."""
+    mix = MIXTURES[name]
+    trains, vals, evals = [], [], {}
+    for corpus, weight in mix.weights.items():
+        parts = load_corpus(corpus, root, seed=seed, val_fraction=val_fraction)
+        parts = {k: _map_labels(v, mix.labels, k) for k, v in parts.items()}
+        trains.append(_weighted(parts[TRAIN_SPLIT], weight, seed))
+        vals.append(parts[VAL_SPLIT])
+        evals.update({f"{corpus}-{k}": _renamed(v, f"{corpus}-{k}") for k, v in parts.items()
+                      if k not in (TRAIN_SPLIT, VAL_SPLIT)})
+    for corpus, split in mix.partial_evals.items():
+        part = load_corpus(corpus, root, seed=seed, val_fraction=val_fraction)[split]
+        evals[f"{corpus}-{split}"] = _map_labels(part, mix.labels, f"{corpus}-{split}")
+    train = concat(trains, TRAIN_SPLIT, f"mixture {name}: {mix.weights}")
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    train = subset(train, order, TRAIN_SPLIT, f"shuffled, seed {seed}")
+    return {TRAIN_SPLIT: train, VAL_SPLIT: concat(vals, VAL_SPLIT, f"mixture {name}: val splits"), **evals}
+
+
+def load_builtin(dataset: str, root: Path, *, seed: int, val_fraction: float = 0.1) -> dict[str, Split]:
+    """A built-in corpus or mixture from the data folder `root` (see training/fetch.data_dir)."""
+    if dataset in MIXTURES:
+        return load_mixture(dataset, root, seed=seed, val_fraction=val_fraction)
+    if dataset not in CORPORA:
+        raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join((*CORPORA, *MIXTURES))}")
+    return load_corpus(dataset, root, seed=seed, val_fraction=val_fraction)
 
 
 def load_user_files(
@@ -328,27 +508,30 @@ def load_user_files(
     val_fraction: float = 0.1,
     text_column: str | None = None,
     label_column: str | None = None,
+    label_names: tuple[str, ...] | None = None,
 ) -> dict[str, Split]:
-    """User files as splits train, val (held out of train when not given) and, if given, eval."""
+    """User files as splits train, val (held out of train when not given) and, if given, eval. The
+    training file decides the label set (or `label_names`); val and eval must use the same one."""
 
-    def read(path: Path, name: str) -> Split:
-        return read_labelled_file(path, text_column=text_column, label_column=label_column, name=name)
+    def read(path: Path, name: str, names: tuple[str, ...] | None) -> Split:
+        return read_labelled_file(
+            path, text_column=text_column, label_column=label_column, name=name, label_names=names
+        )
 
-    full = read(train, TRAIN_SPLIT)
+    full = read(train, TRAIN_SPLIT, label_names)
     if len(set(full.labels)) < 2:
-        raise DataError(f"{train}: every row has label {full.labels[0]}; training needs both labels")
+        only = full.label_names[full.labels[0]]
+        raise DataError(f"{train}: every row has label {only!r}; training needs at least two labels")
     if val is None:
         train_split, val_split = _holdout(full, seed=seed, val_fraction=val_fraction)
     else:
-        train_split, val_split = full, read(val, VAL_SPLIT)
+        train_split, val_split = full, read(val, VAL_SPLIT, full.label_names)
     splits = {TRAIN_SPLIT: train_split, VAL_SPLIT: val_split}
     if eval is not None:
-        splits["eval"] = read(eval, "eval")
+        splits["eval"] = read(eval, "eval", full.label_names)
     return splits
 
 
 def file_checksums(paths: Iterable[str | Path]) -> dict[str, str]:
     """sha256 of each distinct source file, keyed by path, for the artifact's meta.json."""
-    from model.artifact import sha256_file  # lazy: model.artifact pulls in torch
-
     return {str(p): sha256_file(Path(p)) for p in dict.fromkeys(str(p) for p in paths)}

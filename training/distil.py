@@ -92,16 +92,54 @@ def labels_stage(
     return stage, logits
 
 
+@dataclass
+class Teacher:
+    """One fine-tuned teacher (an ensemble member): its cached stage, model and tokenizer."""
+
+    stage: Stage
+    model: Any
+    tokenizer: Any
+    seed: int
+
+
+def teacher_evals(splits: dict[str, Split]) -> dict[str, Split]:
+    """The splits a teacher reports: every one but train (and val where it is the dev set again)."""
+    return {n: s for n, s in splits.items() if n != "train" and not (n == "val" and "dev" in splits)}
+
+
+def fine_tune_teachers(
+    cfg: TrainConfig, splits: dict[str, Split], device: torch.device, *, show_progress: bool
+) -> list[Teacher]:
+    """Fine-tune (or take from the cache) --teacher-seeds teachers on the training split. The stage
+    depends only on the data and the teacher settings, so it runs first: `--stop-after teacher` on a
+    GPU machine, then the rest of the run anywhere with the same cache."""
+    assert cfg.teacher
+    train = splits["train"]
+    evals = teacher_evals(splits)
+    teachers = []
+    for k in range(max(1, cfg.teacher_seeds)):
+        settings = TeacherSettings(
+            max_length=cfg.teacher_max_length, epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch_size,
+            lr=cfg.teacher_lr, seed=cfg.seed + k,
+        )
+        stage, model, tokenizer = teacher_stage(
+            cfg.teacher, (train.texts, train.labels), content_hash(train.texts, train.labels),
+            {n: (s.texts, s.labels) for n, s in evals.items()}, settings, cfg.cache_root(), device,
+            num_labels=len(train.label_names), show_progress=show_progress,
+        )
+        teachers.append(Teacher(stage, model, tokenizer, settings.seed))
+    return teachers
+
+
 def distillation_targets(
     cfg: TrainConfig, splits: dict[str, Split], vocab: Vocabulary, unlabelled: list[Split],
-    device: torch.device, *, show_progress: bool,
+    teachers: list[Teacher], device: torch.device, *, show_progress: bool,
 ) -> Targets:
-    """Fine-tune (or reuse) the teacher(s), build the transfer set, label it; return student targets.
-    With --teacher-seeds N the labels are the mean of N teachers' logits (each member cached alone)."""
-    assert cfg.teacher
+    """Build the transfer set and label it with the teacher(s); return student targets. With several
+    teachers (--teacher-seeds N) the labels are the mean of their logits (each member cached alone)."""
     root = cfg.cache_root()
     train = splits["train"]
-    evals = {n: s for n, s in splits.items() if n != "train" and not (n == "val" and "dev" in splits)}
+    evals = teacher_evals(splits)
     aug = AugmentSettings(
         variants=cfg.augment_variants, p_mask=cfg.p_mask, p_replace=cfg.p_replace, p_ngram=cfg.p_ngram,
         unlabelled=cfg.unlabelled_sentences, seed=cfg.seed,
@@ -118,16 +156,8 @@ def distillation_targets(
     members: list[dict[str, Any]] = []
     member_logits: list[torch.Tensor] = []
     eval_logits: dict[str, list[torch.Tensor]] = {n: [] for n in evals}
-    for k in range(max(1, cfg.teacher_seeds)):
-        settings = TeacherSettings(
-            max_length=cfg.teacher_max_length, epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch_size,
-            lr=cfg.teacher_lr, seed=cfg.seed + k,
-        )
-        t_stage, model, tokenizer = teacher_stage(
-            cfg.teacher, (train.texts, train.labels), content_hash(train.texts, train.labels),
-            {n: (s.texts, s.labels) for n, s in evals.items()}, settings, root, device,
-            show_progress=show_progress,
-        )
+    for teacher in teachers:
+        t_stage, model, tokenizer = teacher.stage, teacher.model, teacher.tokenizer
         l_stage, logits = labels_stage(
             root, t_stage, x_stage, ts, model, tokenizer, device, max_length=cfg.teacher_max_length,
             show_progress=show_progress,
@@ -136,7 +166,7 @@ def distillation_targets(
             eval_logits[n].append(lg)
         member_logits.append(logits)
         members.append({
-            "seed": settings.seed,
+            "seed": teacher.seed,
             "fine_tuned_sha256": t_stage.checksums(),
             "accuracy": t_stage.info().get("metrics", {}),
             "seconds": t_stage.info().get("seconds"),
@@ -144,7 +174,7 @@ def distillation_targets(
             "labels_sha256": l_stage.checksums()[LOGITS],
             "labels_cache_key": l_stage.key,
         })
-        del model
+    teachers.clear()  # the models are not needed past labelling
     logits = torch.stack(member_logits).mean(0)  # one member: its own logits
     accuracy = {  # of the ensemble (of the one teacher when there is one)
         n: round(_accuracy(lg, evals[n].labels), 5)

@@ -22,7 +22,7 @@ from model.artifact import META_FILE, MODEL_FILE, SCHEMA_VERSION, TOKENIZER_FILE
 from model.tokenizer import PAD_ID, UNK_ID, pad
 from training.behaviour import behavioural_report
 from training.config import TrainConfig
-from training.train import LABELS, TrainResult
+from training.train import TrainResult
 
 PARITY_TOL = 1e-5
 
@@ -249,7 +249,7 @@ def write_artifact(
         "name": f"sentiment-lstm-{cfg.dataset}",
         "version": run_name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "labels": LABELS,
+        "labels": list(result.labels),
         "max_length": cfg.max_length,
         "pad_id": PAD_ID,
         "unk_id": UNK_ID,

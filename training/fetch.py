@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from training.data import BUILTIN_FILES, DATASETS, DataError
+from training.corpora import DATASETS, DataError, files_of
 
 MIRROR_ENV = "SENTIMENT_DATA_MIRROR"
 CACHE_ENV = "SENTIMENT_DATA_CACHE"
@@ -100,7 +100,8 @@ DATASET_SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 _MIRROR_HINT = (
-    f"set {MIRROR_ENV} to a local copy of the data (a folder with sst2/ and imdb/ like shared/data)"
+    f"set {MIRROR_ENV} to a local copy of the data (a folder with sst2/, sst5/, tweets/ and imdb/ like "
+    "shared/data)"
 )
 
 
@@ -109,12 +110,12 @@ def cache_dir() -> Path:
 
 
 def _missing(root: Path, dataset: str) -> list[str]:
-    return [rel for rel in BUILTIN_FILES[dataset].values() if not (root / rel).is_file()]
+    return [rel for rel in files_of(dataset) if not (root / rel).is_file()]
 
 
 def data_dir(dataset: str, *, progress: bool = True, sources: Mapping[str, Source] | None = None) -> Path:
     """A directory laid out like the data mirror that holds `dataset`'s files, downloading if needed."""
-    if dataset not in DATASET_SOURCES:
+    if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     mirror = os.environ.get(MIRROR_ENV)
     if mirror:
@@ -132,6 +133,11 @@ def data_dir(dataset: str, *, progress: bool = True, sources: Mapping[str, Sourc
     cache = cache_dir()
     if not _missing(cache, dataset):
         return cache
+    if dataset not in DATASET_SOURCES:  # SST-5 trees and the tweets: no pinned public archive yet
+        raise DataError(
+            f"{dataset}: {_missing(cache, dataset)[0]} is not in the cache {cache} and this dataset has "
+            f"no download; {_MIRROR_HINT}"
+        )
     _fetch(dataset, cache, progress=progress, sources=SOURCES if sources is None else sources)
     return cache
 

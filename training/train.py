@@ -24,16 +24,19 @@ from model.tokenizer import token_ids
 from training import distributed
 from training.batching import bucketed_batches, score_in_batches, tensors
 from training.config import TrainConfig
-from training.data import Split, file_checksums, load_builtin, load_user_files
-from training.distil import Targets, distillation_targets, gold_targets
+from training.data import Split, file_checksums, load_builtin, load_user_files, subset
+from training.distil import Targets, distillation_targets, fine_tune_teachers, gold_targets
 from training.evaluate import classification_report, fit_temperature
+from training.fetch import data_dir
 from training.ngrams import fit_ngram_weight, ngram_logits, train_ngram_bag
 from training.progress import progress
 from training.transfer import NO_LABEL
 from training.vocabulary import Vocabulary, vocabulary_stage
 
 log = logging.getLogger("training")
-LABELS = ["negative", "positive"]
+# Short-text datasets whose word2vec, bag-of-words tuning and transfer set also read IMDB's training
+# reviews (never its test set): in-domain unlabelled text the labelled phrases lack.
+UNLABELLED_REVIEWS = ("sst2", "sst3", "sst5", "general")
 
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -56,11 +59,11 @@ def load_splits(cfg: TrainConfig) -> dict[str, Split]:
             val_fraction=cfg.val_fraction,
             text_column=cfg.text_column,
             label_column=cfg.label_column,
+            label_names=tuple(cfg.labels.split(",")) if cfg.labels else None,
         )
     else:
-        splits = load_builtin(
-            cfg.dataset, seed=cfg.seed, val_fraction=cfg.val_fraction, progress=cfg.progress
-        )
+        root = data_dir(cfg.dataset, progress=cfg.progress)
+        splits = load_builtin(cfg.dataset, root, seed=cfg.seed, val_fraction=cfg.val_fraction)
     if cfg.max_train_examples:
         splits["train"] = seeded_slice(splits["train"], cfg.max_train_examples, cfg.seed)
     return splits
@@ -70,21 +73,16 @@ def seeded_slice(split: Split, n: int, seed: int) -> Split:
     if len(split) <= n:
         return split
     keep = sorted(random.Random(seed).sample(range(len(split)), n))
-    return Split(
-        split.name,
-        [split.texts[i] for i in keep],
-        [split.labels[i] for i in keep],
-        f"{split.source} (seeded slice of {n})",
-        split.path,
-    )
+    return subset(split, keep, split.name, f"seeded slice of {n}")
 
 
 def unlabelled_corpus(cfg: TrainConfig, splits: dict[str, Split]) -> list[Split]:
     """In-domain text for word2vec and the bag-of-words tuning: the training split, plus all of
     IMDB's 25k training reviews for short-text SST-2. Never the dataset's validation or test split."""
     corpus = [splits["train"]]
-    if cfg.dataset == "sst2":
-        imdb = load_builtin("imdb", seed=cfg.seed, val_fraction=cfg.val_fraction, progress=cfg.progress)
+    if cfg.dataset in UNLABELLED_REVIEWS:
+        root = data_dir("imdb", progress=cfg.progress)
+        imdb = load_builtin("imdb", root, seed=cfg.seed, val_fraction=cfg.val_fraction)
         corpus += [imdb["train"], imdb["val"]]
         if cfg.max_train_examples:  # a quick run slices every training corpus, this one too
             corpus[1:] = [seeded_slice(imdb["train"], cfg.max_train_examples, cfg.seed)]
@@ -113,10 +111,15 @@ def predict_logits(
     )
 
 
+class StopAfter(Exception):
+    """--stop-after STAGE: the run ends after that stage, its outputs cached."""
+
+
 @dataclass
 class TrainResult:
     model: SentimentLSTM
     tokenizer: object
+    labels: tuple[str, ...]
     temperature: float
     metrics: dict
     history: list[dict] = field(default_factory=list)
@@ -142,6 +145,10 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     splits = load_splits(cfg)  # data
     checksums = file_checksums(sorted({str(s.path) for s in splits.values() if s.path is not None}))
     log.info("data: %s", ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+    labels = splits["train"].label_names
+    teachers = fine_tune_teachers(cfg, splits, device, show_progress=show) if cfg.teacher else []
+    if cfg.stop_after == "teacher":
+        raise StopAfter("teacher")
     corpus = unlabelled_corpus(cfg, splits) if cfg.embeddings == "word2vec" or cfg.teacher else []
     checksums.update(file_checksums(sorted({str(s.path) for s in corpus if s.path is not None})))
 
@@ -149,10 +156,10 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         cfg, splits, corpus, threads=cfg.threads or torch.get_num_threads(), show_progress=show
     )
     encoded = {name: token_ids(vocab.tokenizer, s.texts)[0] for name, s in splits.items()}
-    model = network_stage(cfg, vocab)
+    model = network_stage(cfg, vocab, len(labels))
     bag_info = ngram_stage(cfg, model, encoded, splits, show) if cfg.ngram_buckets else None
     if cfg.teacher:  # teacher -> transfer set -> teacher labels
-        targets = distillation_targets(cfg, splits, vocab, corpus[1:], device, show_progress=show)
+        targets = distillation_targets(cfg, splits, vocab, corpus[1:], teachers, device, show_progress=show)
     else:
         targets = gold_targets(encoded["train"], splits["train"].labels)
     history, best_epoch = student_stage(cfg, model, targets, encoded["val"], splits["val"].labels, device,
@@ -166,6 +173,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     return TrainResult(
         model=model,
         tokenizer=vocab.tokenizer,
+        labels=labels,
         temperature=temperature,
         metrics=metrics,
         history=history,
@@ -193,10 +201,10 @@ def setup(cfg: TrainConfig) -> tuple[distributed.DistContext, torch.device]:
     return ctx, device
 
 
-def network_stage(cfg: TrainConfig, vocab: Vocabulary) -> SentimentLSTM:
+def network_stage(cfg: TrainConfig, vocab: Vocabulary, num_classes: int) -> SentimentLSTM:
     net_cfg = NetworkConfig(
         vocab_size=vocab.tokenizer.get_vocab_size(),
-        num_classes=len(LABELS),
+        num_classes=num_classes,
         embed_dim=cfg.embed_dim,
         hidden_dim=cfg.hidden_dim,
         num_layers=cfg.num_layers,
