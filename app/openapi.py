@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.schemas import ErrorResponse, error_example
 from app.settings import Settings
+from model.labels import UNKNOWN
 
 _RETRY_AFTER = {
     "Retry-After": {
@@ -152,6 +153,16 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             if branch.get("type") == "array":
                 branch["maxItems"] = settings.max_texts_per_request
                 branch["items"].update(text_limits)
+        # The serving model's labels (a reload cannot change them: core/model_swap.py), so clients
+        # generated from the schema know them. Before the model is loaded the schema is not cached.
+        active = app.state.engine.active
+        if active is None:
+            return schema
+        models = schema["components"]["schemas"]
+        models["Prediction"]["properties"]["label"]["enum"] = [*active.labels, UNKNOWN]
+        models["SentenceScore"]["properties"]["label"]["enum"] = list(active.labels)
+        for name in ("Prediction", "SentenceScore"):
+            models[name]["properties"]["probabilities"]["propertyNames"] = {"enum": list(active.labels)}
         app.openapi_schema = schema
         return schema
 

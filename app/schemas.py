@@ -106,7 +106,8 @@ class SentenceScore(BaseModel):
                     "end": 41,
                     "label": "negative",
                     "score": 0.93,
-                    "probabilities": {"negative": 0.93, "positive": 0.07},
+                    "polarity": -0.91,
+                    "probabilities": {"negative": 0.93, "neutral": 0.05, "positive": 0.02},
                 }
             ]
         }
@@ -118,8 +119,12 @@ class SentenceScore(BaseModel):
     end: int = Field(ge=0, description="offset just after its last character", examples=[41])
     label: str = Field(description="the sentence's most probable label", examples=["negative"])
     score: float = Field(ge=0, le=1, description="calibrated probability of `label`", examples=[0.93])
+    polarity: float | None = Field(
+        ge=-1, le=1, description="p(positive) - p(negative), as the prediction's `polarity`", examples=[-0.9]
+    )
     probabilities: dict[str, float] = Field(
-        description="calibrated probability of every label", examples=[{"negative": 0.93, "positive": 0.07}]
+        description="calibrated probability of every label",
+        examples=[{"negative": 0.93, "neutral": 0.05, "positive": 0.02}],
     )
 
 
@@ -180,16 +185,36 @@ class Explanation(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str = Field(description="the most probable label", examples=["positive"])
-    score: float = Field(
-        description="calibrated probability of `label` (temperature-scaled softmax)",
+    label: str = Field(
+        description="the most probable of the model's labels (`/info` lists them; the default model's are "
+        "negative, neutral and positive), or `unknown` when the model cannot read the text (see "
+        "`warnings`)",
+        examples=["positive"],
+    )
+    score: float | None = Field(
+        description="calibrated probability of `label` (temperature-scaled softmax); null when `label` is "
+        "`unknown`",
         ge=0,
         le=1,
         examples=[0.97],
     )
+    polarity: float | None = Field(
+        description="one signed number for ranking and charts, in [-1, 1]: p(positive) - p(negative) (for "
+        "five classes, the expected rating rescaled); null when `label` is `unknown` or the model's labels "
+        "are not sentiment names",
+        ge=-1,
+        le=1,
+        examples=[0.95],
+    )
+    warnings: list[Literal["unreadable"]] = Field(
+        description="`unreadable`: too few of the text's words are known to the model (gibberish, or a "
+        "language it was not trained on), so it gives no label (`unknown`) rather than a guess; the "
+        "`probabilities` are still the model's. Empty for a normal prediction",
+        examples=[[]],
+    )
     probabilities: dict[str, float] = Field(
         description="calibrated probability of every label; they sum to 1",
-        examples=[{"negative": 0.03, "positive": 0.97}],
+        examples=[{"negative": 0.01, "neutral": 0.02, "positive": 0.97}],
     )
     truncated: bool = Field(
         description="true when part of the text was not scored: it was longer than the model's maximum "
@@ -223,10 +248,21 @@ class PredictResponse(BaseModel):
                         {
                             "label": "positive",
                             "score": 0.9712,
-                            "probabilities": {"negative": 0.0288, "positive": 0.9712},
+                            "polarity": 0.9603,
+                            "probabilities": {"negative": 0.0109, "neutral": 0.0179, "positive": 0.9712},
                             "truncated": False,
                             "chunks": 1,
-                        }
+                            "warnings": [],
+                        },
+                        {
+                            "label": "unknown",
+                            "score": None,
+                            "polarity": None,
+                            "probabilities": {"negative": 0.2, "neutral": 0.5, "positive": 0.3},
+                            "truncated": False,
+                            "chunks": 1,
+                            "warnings": ["unreadable"],
+                        },
                     ],
                 }
             ]
@@ -317,7 +353,7 @@ class InfoResponse(BaseModel):
             "examples": [
                 {
                     "model": {"name": "sentiment-lstm-sst2", "version": "sst2-20250101-120000"},
-                    "labels": ["negative", "positive"],
+                    "labels": ["negative", "neutral", "positive"],
                     "max_length": 128,
                     "temperature": 1.31,
                     "created_at": "2025-01-01T12:00:00+00:00",

@@ -29,6 +29,8 @@ from core.explain import ExplainJob, ExplainLane
 from core.metrics import Metrics
 from core.settings import EngineSettings
 from model.artifact import Artifact, ArtifactError, load_artifact
+from model.labels import UNKNOWN, polarity, polarity_weights
+from model.readability import Readability
 
 log = logging.getLogger("core.engine")
 
@@ -47,6 +49,23 @@ class ActiveModel:
     infer: InferFn
     identity: dict[str, str]
     labels: list[str]
+    readability: Readability
+    polarity_weights: list[float] | None  # None: the labels are not sentiment names (no polarity)
+
+
+# The warning a prediction carries when the model cannot read its text (its label is then UNKNOWN).
+UNREADABLE = "unreadable"
+
+
+def label_fields(row: list[float], labels: list[str], weights: list[float] | None) -> dict[str, Any]:
+    """label, score, polarity and probabilities of one row of calibrated probabilities."""
+    best = max(range(len(row)), key=row.__getitem__)
+    return {
+        "label": labels[best],
+        "score": row[best],
+        "polarity": polarity(row, weights) if weights is not None else None,
+        "probabilities": dict(zip(labels, row, strict=True)),
+    }
 
 
 class Phase(enum.StrEnum):
@@ -153,6 +172,8 @@ class Engine:
             infer,
             {"name": str(artifact.meta["name"]), "version": str(artifact.meta["version"])},
             artifact.labels,
+            Readability.of(artifact.tokenizer, **artifact.meta.get("readability", {})),
+            polarity_weights(artifact.labels),
         )
         self.active = active
         if self.batcher is not None:
@@ -173,24 +194,24 @@ class Engine:
         model: ActiveModel | None = None,
         chunks: list[int] | None = None,
         extra: list[dict[str, Any]] | None = None,
+        readable: list[bool] | None = None,
     ) -> dict[str, Any]:
         """The /predict body, built as plain dicts (orjson serialises them; no pydantic per request).
         `model`: the ActiveModel that scored the rows (default: the current one); `extra`: more
-        fields per prediction (e.g. `sentences`)."""
+        fields per prediction (e.g. `sentences`); `readable`: False for a text the model cannot read
+        (model/readability.py), which gets the label "unknown" and no score or polarity."""
         model = model or self.active
         assert model is not None  # only called once a model is active
-        labels = model.labels
+        labels, weights = model.labels, model.polarity_weights
         preds = []
         for i, (row, cut) in enumerate(zip(rows, truncated, strict=True)):
-            best = max(range(len(row)), key=row.__getitem__)
-            probabilities = dict(zip(labels, row, strict=True))
-            pred = {
-                "label": labels[best],
-                "score": row[best],
-                "probabilities": probabilities,
-                "truncated": cut,
-                "chunks": chunks[i] if chunks is not None else 1,
-            }
+            pred = label_fields(row, labels, weights)
+            pred["truncated"] = cut
+            pred["chunks"] = chunks[i] if chunks is not None else 1
+            if readable is not None and not readable[i]:
+                pred.update(label=UNKNOWN, score=None, polarity=None, warnings=[UNREADABLE])
+            else:
+                pred["warnings"] = []
             if extra is not None:
                 pred.update(extra[i])
             preds.append(pred)
@@ -327,14 +348,16 @@ class Pending:
         deadline = time.monotonic() + engine.settings.request_timeout_s
         rows = await self._wait(self._job, engine.settings.request_timeout_s)
         results = long_text.reassemble(self.plan, rows)
+        plan_ids, readability = self.plan.ids, active.readability
         out = engine.render(
             [r.row for r in results],
             [r.truncated for r in results],
             model=active,
             chunks=[r.chunks for r in results],
-            extra=long_text.sentence_fields(results, texts, active.labels)
+            extra=long_text.sentence_fields(results, texts, active.labels, active.polarity_weights)
             if self.options.sentences
             else None,
+            readable=[readability.readable(plan_ids[j] for j in t.chunk_pieces) for t in self.plan.texts],
         )
         if self.options.explain:
             assert engine.batcher is not None
@@ -345,7 +368,11 @@ class Pending:
             self.batch_ids = sorted({*self.batch_ids, *job.batch_ids})
             # Each explanation is of the label the response gives (in chunk mode the first chunk's
             # own label may differ).
-            targets = [active.labels.index(pred["label"]) for pred in out["predictions"]]
+            targets = [
+                active.labels.index(pred["label"]) if pred["label"] in active.labels
+                else max(range(len(r.row)), key=r.row.__getitem__)  # unknown: the model's own answer
+                for pred, r in zip(out["predictions"], results, strict=True)
+            ]
             for pred, expl in zip(out["predictions"], job.explanations(active.labels, targets), strict=True):
                 pred["explanation"] = expl
         return out

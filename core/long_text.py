@@ -29,6 +29,7 @@ from typing import Literal
 from tokenizers import Encoding, Tokenizer
 
 from core.errors import InvalidInput
+from model.labels import polarity
 from model.tokenizer import UNK_ID, AsciiIds, encode, token_ids
 
 Mode = Literal["truncate", "chunk"]
@@ -297,7 +298,9 @@ def check_pieces(p: Plan, max_queue_texts: int) -> None:
         )
 
 
-def sentence_fields(results: Sequence[TextResult], texts: Sequence[str], labels: list[str]) -> list[dict]:
+def sentence_fields(
+    results: Sequence[TextResult], texts: Sequence[str], labels: list[str], weights: list[float] | None
+) -> list[dict]:
     """The `sentences` field of each prediction."""
     out = []
     for r, text in zip(results, texts, strict=True):
@@ -311,6 +314,7 @@ def sentence_fields(results: Sequence[TextResult], texts: Sequence[str], labels:
                     "end": end,
                     "label": labels[best],
                     "score": row[best],
+                    "polarity": polarity(row, weights) if weights is not None else None,
                     "probabilities": dict(zip(labels, row, strict=True)),
                 }
             )

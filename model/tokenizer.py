@@ -18,52 +18,54 @@ from tokenizers import Encoding, Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
 
+from model.text_rules import HANDLE_PATTERN, HANDLE_TOKEN, LINK_PATTERN, LINK_TOKEN
+
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 
 # One token per match: the clitic "n't", the clitics 's 're 've 'll 'd 'm,
 # words (hyphenated compounds stay whole, as in SST), or a single punctuation mark.
-_TOKEN_PATTERN = r"n't|'(?:s|re|ve|ll|d|m)\b|\w+(?:-\w+)*|[^\w\s]"
+_TOKEN_PATTERN_V1 = r"n't|'(?:s|re|ve|ll|d|m)\b|\w+(?:-\w+)*|[^\w\s]"
+# Version 2 also keeps emoticons whole (":)", ";-(", ":d" after lower-casing, "<3", "(:"): split into
+# punctuation they would lose their meaning. Emoji are single characters, so they were always a token.
+_EMOTICON = r"<3|[:;=]['\-^]?[)\](\[dp/\\|3*o]|[)\](\[][\-^]?[:;=]"
+_TOKEN_PATTERN_V2 = rf"{_EMOTICON}|n't|'(?:s|re|ve|ll|d|m)\b|\w+(?:-\w+)*|[^\w\s]"
 
-
-def _normalizer() -> normalizers.Normalizer:
-    return normalizers.Sequence(
-        [
-            normalizers.NFKC(),
-            normalizers.Lowercase(),
-            normalizers.Replace(Regex(r"<br\s*/?>"), " "),  # IMDB line breaks
-            normalizers.Replace(Regex("[\u2018\u2019`]"), "'"),  # curly quotes, PTB ``
-            normalizers.Replace(Regex("[\u201c\u201d]"), '"'),
-            normalizers.Replace(Regex("''|\""), ' " '),  # PTB '' and plain double quote
-            normalizers.Replace("-lrb-", "("),  # PTB brackets in SST
-            normalizers.Replace("-rrb-", ")"),
-            normalizers.Replace(Regex(r"n't\b"), " n't"),  # don't -> do n't, can't -> ca n't
-        ]
-    )
-
-
-# The normaliser's rules as they act on plain ASCII, for AsciiIds (NFKC and the curly-quote rules
-# change no ASCII character); tests/test_tokenizer.py checks the two agree on every corpus text.
-_ASCII_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p), r)
-    for p, r in (
-        (r"<br\s*/?>", " "),
-        ("`", "'"),
-        ("''|\"", ' " '),
-        ("-lrb-", "("),
-        ("-rrb-", ")"),
-        (r"n't\b", " n't"),
-    )
+# The normaliser's rules after NFKC and lower-casing, as (pattern, replacement). Version 2 adds a
+# tweet's links and user handles, replaced as TweetEval and the training data do (model/text_rules.py).
+_RULES_V1: tuple[tuple[str, str], ...] = (
+    (r"<br\s*/?>", " "),  # IMDB line breaks
+    ("[\u2018\u2019`]", "'"),  # curly quotes, PTB ``
+    ("[\u201c\u201d]", '"'),
+    ("''|\"", ' " '),  # PTB '' and plain double quote
+    ("-lrb-", "("),  # PTB brackets in SST
+    ("-rrb-", ")"),
+    (r"n't\b", " n't"),  # don't -> do n't, can't -> ca n't
 )
+_RULES_V2 = ((LINK_PATTERN, f" {LINK_TOKEN} "), (HANDLE_PATTERN, HANDLE_TOKEN), *_RULES_V1)
+# Version 1 serves artifacts trained before it existed (their tokenizer.json holds its rules).
+TEXT_RULES = {1: (_RULES_V1, _TOKEN_PATTERN_V1), 2: (_RULES_V2, _TOKEN_PATTERN_V2)}
+CURRENT_RULES = 2
+
+
+def _normalizer(rules: tuple[tuple[str, str], ...]) -> normalizers.Normalizer:
+    steps: list[normalizers.Normalizer] = [normalizers.NFKC(), normalizers.Lowercase()]
+    for pattern, replacement in rules:
+        literal = pattern.startswith("-")  # the PTB brackets were plain strings in version 1
+        steps.append(normalizers.Replace(pattern if literal else Regex(pattern), replacement))
+    return normalizers.Sequence(steps)
+
+
 # Python's \s also matches these four, Oniguruma's (the tokenizer's) does not.
 _NOT_MIRRORED = re.compile(r"[\x1c-\x1f\[]")  # and "[": the tokenizer matches "[PAD]"/"[UNK]" first
 
 
-def new_tokenizer() -> Tokenizer:
-    """An untrained tokenizer with the project's normalisation rules."""
+def new_tokenizer(version: int = CURRENT_RULES) -> Tokenizer:
+    """An untrained tokenizer with the project's normalisation rules (of `version`)."""
+    rules, pattern = TEXT_RULES[version]
     tok = Tokenizer(WordLevel(unk_token=UNK_TOKEN))
-    tok.normalizer = _normalizer()
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(_TOKEN_PATTERN), behavior="removed", invert=True)
+    tok.normalizer = _normalizer(rules)
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="removed", invert=True)
     return tok
 
 
@@ -82,6 +84,16 @@ def train_tokenizer(
     assert tok.token_to_id(PAD_TOKEN) == PAD_ID and tok.token_to_id(UNK_TOKEN) == UNK_ID
     tok.enable_truncation(max_length=max_length)
     return tok
+
+
+def rules_version(tok: Tokenizer) -> int | None:
+    """Which version of this module's text rules a tokenizer has (None: other rules)."""
+    theirs = json.loads(tok.to_str())
+    for version in TEXT_RULES:
+        ours = json.loads(new_tokenizer(version).to_str())
+        if all(ours[k] == theirs[k] for k in ("normalizer", "pre_tokenizer", "post_processor")):
+            return version
+    return None
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -125,28 +137,36 @@ class AsciiIds:
     special tokens), four control characters, and texts longer than max_length (they need offsets;
     beyond 6 characters per token they are not even tried)."""
 
-    def __init__(self, tok: Tokenizer) -> None:
+    def __init__(self, tok: Tokenizer, version: int = CURRENT_RULES) -> None:
         self._vocab = tok.get_vocab()
         self._max_length = max_length_of(tok) or None
         # Longer texts have more than max_length tokens but for rare ones of very long words: going to
         # the tokenizer at once saves tokenizing them twice.
         self._max_chars = 6 * self._max_length if self._max_length else None
-        self._pattern = re.compile(_TOKEN_PATTERN)
+        rules, pattern = TEXT_RULES[version]
+        # NFKC and the curly quotes change no ASCII character (the rules' ASCII parts remain, as the
+        # backtick); the rest act the same in Python's re
+        ascii_parts = (("".join(c for c in p if c.isascii()), r) for p, r in rules)
+        self._rules = [(re.compile(p), r) for p, r in ascii_parts if p != "[]"]
+        self._pattern = re.compile(pattern)
 
     @classmethod
     def mirroring(cls, tok: Tokenizer) -> AsciiIds | None:
-        """An AsciiIds for a tokenizer with exactly this module's rules (any vocabulary), else None."""
-        ours, theirs = json.loads(new_tokenizer().to_str()), json.loads(tok.to_str())
-        same = all(ours[k] == theirs[k] for k in ("normalizer", "pre_tokenizer", "post_processor"))
+        """An AsciiIds for a tokenizer with exactly one version of this module's rules (any
+        vocabulary), else None."""
+        theirs = json.loads(tok.to_str())
         model = theirs["model"]
         word_level = model.get("type") == "WordLevel" and model.get("unk_token") == UNK_TOKEN
         specials = {t["content"] for t in theirs["added_tokens"]} <= {PAD_TOKEN, UNK_TOKEN}
-        return cls(tok) if same and word_level and specials and theirs["padding"] is None else None
+        if not (word_level and specials and theirs["padding"] is None):
+            return None
+        version = rules_version(tok)
+        return None if version is None else cls(tok, version)
 
     def words(self, text: str) -> list[str]:
         """The tokens of an ASCII text without the checks of `ids` (no length limit)."""
         text = text.lower()
-        for pattern, replacement in _ASCII_RULES:
+        for pattern, replacement in self._rules:
             text = pattern.sub(replacement, text)
         return self._pattern.findall(text)
 

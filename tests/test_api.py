@@ -141,8 +141,11 @@ async def test_response_shape_single_text(small_artifact: Path, artifact: Artifa
     body = r.json()
     assert body["model"] == {"name": artifact.meta["name"], "version": artifact.meta["version"]}
     (pred,) = body["predictions"]  # a list even for one text
-    assert set(pred) == {"label", "score", "probabilities", "truncated", "chunks"}
+    assert set(pred) == {"label", "score", "polarity", "probabilities", "truncated", "chunks", "warnings"}
     assert set(pred["probabilities"]) == set(artifact.labels)
+    probs = pred["probabilities"]
+    assert pred["polarity"] == pytest.approx(probs["positive"] - probs["negative"], abs=1e-6)
+    assert pred["warnings"] == []
     assert sum(pred["probabilities"].values()) == pytest.approx(1, abs=1e-6)
     assert pred["score"] == pred["probabilities"][pred["label"]] == max(pred["probabilities"].values())
     assert pred["truncated"] is False and pred["chunks"] == 1

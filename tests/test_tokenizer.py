@@ -12,28 +12,47 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, normalizers
+from tokenizers.trainers import WordLevelTrainer
 
 from core import long_text
-from model.tokenizer import AsciiIds, token_ids
+from model.tokenizer import (
+    PAD_TOKEN,
+    TEXT_RULES,
+    UNK_TOKEN,
+    AsciiIds,
+    new_tokenizer,
+    rules_version,
+    token_ids,
+)
 
 DEFAULT_TOKENIZER = Path(__file__).resolve().parents[1] / "models/default/tokenizer.json"
 
 
-@pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer.from_file(str(DEFAULT_TOKENIZER))
+@pytest.fixture(scope="module", params=sorted(TEXT_RULES))
+def tok(request, data_mirror: Path) -> Tokenizer:
+    """Each version of the text rules: the shipped model's tokenizer where it has that version, else
+    one trained on the corpora with it."""
+    shipped = Tokenizer.from_file(str(DEFAULT_TOKENIZER))
+    if rules_version(shipped) == request.param:
+        return shipped
+    tok = new_tokenizer(request.param)
+    tok.train_from_iterator(
+        _corpus(data_mirror), WordLevelTrainer(vocab_size=30_000, special_tokens=[PAD_TOKEN, UNK_TOKEN])
+    )
+    tok.enable_truncation(max_length=128)
+    return tok
 
 
 @pytest.fixture(scope="module")
 def fast(tok) -> AsciiIds:
     mirror = AsciiIds.mirroring(tok)
-    assert mirror is not None, "the default model's tokenizer has this project's rules"
+    assert mirror is not None, "the tokenizer has one of this project's versions of the rules"
     return mirror
 
 
 def _corpus(data_mirror: Path) -> list[str]:
     texts = []
-    for name in ("sst2/glue/train.tsv", "sst2/glue/dev.tsv", "sst2/sentences/test.tsv"):
+    for name in ("sst2/glue/train.tsv", "sst2/glue/dev.tsv", "sst2/sentences/test.tsv", "tweets/train.tsv"):
         with open(data_mirror / name, encoding="utf-8") as f:
             texts += [r[0] for r in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
     with gzip.open(data_mirror / "imdb/train.jsonl.gz", "rt", encoding="utf-8") as f:
@@ -46,7 +65,7 @@ def test_same_tokens_as_the_tokenizer_on_every_sst2_text_and_5000_imdb_reviews(t
     full.no_truncation()
     v = tok.get_vocab()
     texts = [t for t in _corpus(data_mirror) if t.isascii() and "[" not in t]
-    assert len(texts) > 70_000
+    assert len(texts) > 110_000
     rust = full.encode_batch(texts, add_special_tokens=False)
     differ = [t for t, e in zip(texts, rust, strict=True) if [v.get(w, 1) for w in fast.words(t)] != e.ids]
     assert differ == []
@@ -96,6 +115,18 @@ _FRAGMENTS = [
     "caf\u00e9",
     "\u201cno\u201d",
     "\u2019s",
+    ":)",
+    ":-(",
+    ";D",
+    "<3",
+    "(:",
+    ":/",
+    "@someone",
+    "@",
+    "http://t.co/x1",
+    "https://",
+    "www.example.com",
+    "\U0001f600",
 ]
 
 
@@ -127,3 +158,11 @@ def test_plans_are_the_same_with_and_without_the_mirror(tok, fast, mode):
     texts = ["Loved it.", "", "caf\u00e9 was bad", "[UNK] fine", "It was long. " * 60, "A plain review!"]
     kw = {"max_length": 128, "mode": mode, "sentences": False, "max_chunks": 16}
     assert long_text.plan(tok, texts, fast=fast, **kw) == long_text.plan(tok, texts, **kw)
+
+
+def test_emoticons_emoji_handles_and_links_are_tokens_of_their_own():
+    tok = new_tokenizer()
+    words = [w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(
+        "Loved it :) <3 \U0001f600 @JaneDoe see https://t.co/AbC (great) 8)"))]
+    assert words == ["loved", "it", ":)", "<3", "\U0001f600", "@", "user", "see", "http", "(", "great", ")",
+                     "8", ")"]

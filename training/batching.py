@@ -57,3 +57,25 @@ def score_in_batches(
     ):
         out[idx] = fn(x, lengths).float().cpu()
     return out
+
+
+def label_mask(
+    allowed_rows: Sequence[tuple[int, ...] | None] | None, num_classes: int
+) -> torch.Tensor | None:
+    """Per row, which outputs its label may be (bool [N, C]): a binary corpus in a three-class
+    model trains and is scored on negative and positive only. None: every row may have any label."""
+    if allowed_rows is None:
+        return None
+    mask = torch.ones(len(allowed_rows), num_classes, dtype=torch.bool)
+    for i, allowed in enumerate(allowed_rows):
+        if allowed is not None:
+            mask[i] = False
+            mask[i, list(allowed)] = True
+    return mask
+
+
+def masked_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy over the outputs a row's label may be (all of them without a mask)."""
+    if mask is not None:
+        logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    return torch.nn.functional.cross_entropy(logits, y)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Label sets, in the order of the model's outputs. A user file's labels may have any names
-# (training/data.py); these are the built-in corpora's, and the canonical order of sentiment names.
-BINARY = ("negative", "positive")
-THREE = ("negative", "neutral", "positive")
-FIVE = ("very negative", "negative", "neutral", "positive", "very positive")
+from model.labels import BINARY, FIVE, THREE
+
+# Label sets, in the order of the model's outputs (model/labels.py). A user file's labels may have any
+# names (training/data.py); these are the built-in corpora's, and the canonical order of sentiment names.
 LABEL_SETS: dict[str, tuple[str, ...]] = {"binary": BINARY, "three": THREE, "five": FIVE}
 
 # SST's five classes folded to three, as usual (0-1 negative, 2 neutral, 3-4 positive).

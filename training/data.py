@@ -55,12 +55,20 @@ class Split:
     # three-class model (negative, positive) is scored and trained on those columns only.
     allowed: tuple[int, ...] | None = None
     paths: tuple[Path, ...] = ()  # every file the rows came from (a mixture has several)
+    # Per row, where the rows of a mixture differ in `allowed` (None: that row may have any label).
+    row_allowed: list[tuple[int, ...] | None] | None = None
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"split {self.name}: {len(self.texts)} texts but {len(self.labels)} labels")
         if not self.paths and self.path is not None:
             self.paths = (self.path,)
+
+    def allowed_rows(self) -> list[tuple[int, ...] | None] | None:
+        """The labels each row may have (None: all), or None when every row may have any label."""
+        if self.row_allowed is not None:
+            return self.row_allowed
+        return None if self.allowed is None else [self.allowed] * len(self)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -395,13 +403,15 @@ def _holdout(split: Split, *, seed: int, val_fraction: float) -> tuple[Split, Sp
 
 def subset(split: Split, idx: list[int], name: str, desc: str) -> Split:
     """The rows idx of a split, renamed, its source saying how they were chosen."""
+    rows = split.row_allowed
     return Split(name, [split.texts[i] for i in idx], [split.labels[i] for i in idx],
-                 f"{split.source} ({desc})", split.path, split.label_names, split.allowed, split.paths)
+                 f"{split.source} ({desc})", split.path, split.label_names, split.allowed, split.paths,
+                 None if rows is None else [rows[i] for i in idx])
 
 
 def _renamed(split: Split, name: str) -> Split:
     return Split(name, list(split.texts), list(split.labels), split.source, split.path, split.label_names,
-                 split.allowed, split.paths)
+                 split.allowed, split.paths, split.row_allowed)
 
 
 def _read_corpus_file(corpus: Corpus, root: Path, split: str) -> Split:
@@ -435,7 +445,7 @@ def load_corpus(name: str, root: Path, *, seed: int, val_fraction: float = 0.1) 
     return splits
 
 
-def _map_labels(split: Split, labels: tuple[str, ...], name: str) -> Split:
+def relabel(split: Split, labels: tuple[str, ...], name: str) -> Split:
     """A split re-labelled into another label set by name (binary into three classes, say)."""
     index = {n: i for i, n in enumerate(labels)}
     missing = [n for n in split.label_names if n not in index]
@@ -459,12 +469,15 @@ def _weighted(split: Split, weight: float, seed: int) -> Split:
 
 
 def concat(parts: list[Split], name: str, source: str) -> Split:
-    """Splits of one label set as one; `allowed` kept only if every part agrees (see Split)."""
+    """Splits of one label set as one; where their `allowed` differ, it is kept per row."""
     allowed = {p.allowed for p in parts}
+    rows = None
+    if len(allowed) > 1 or any(p.row_allowed is not None for p in parts):
+        rows = [a for p in parts for a in (p.allowed_rows() or [None] * len(p))]
     return Split(
         name, [t for p in parts for t in p.texts], [y for p in parts for y in p.labels], source, None,
         parts[0].label_names, allowed.pop() if len(allowed) == 1 else None,
-        tuple(dict.fromkeys(f for p in parts for f in p.paths)),
+        tuple(dict.fromkeys(f for p in parts for f in p.paths)), rows,
     )
 
 
@@ -475,14 +488,14 @@ def load_mixture(name: str, root: Path, *, seed: int, val_fraction: float = 0.1)
     trains, vals, evals = [], [], {}
     for corpus, weight in mix.weights.items():
         parts = load_corpus(corpus, root, seed=seed, val_fraction=val_fraction)
-        parts = {k: _map_labels(v, mix.labels, k) for k, v in parts.items()}
+        parts = {k: relabel(v, mix.labels, k) for k, v in parts.items()}
         trains.append(_weighted(parts[TRAIN_SPLIT], weight, seed))
         vals.append(parts[VAL_SPLIT])
         evals.update({f"{corpus}-{k}": _renamed(v, f"{corpus}-{k}") for k, v in parts.items()
                       if k not in (TRAIN_SPLIT, VAL_SPLIT)})
     for corpus, split in mix.partial_evals.items():
         part = load_corpus(corpus, root, seed=seed, val_fraction=val_fraction)[split]
-        evals[f"{corpus}-{split}"] = _map_labels(part, mix.labels, f"{corpus}-{split}")
+        evals[f"{corpus}-{split}"] = relabel(part, mix.labels, f"{corpus}-{split}")
     train = concat(trains, TRAIN_SPLIT, f"mixture {name}: {mix.weights}")
     order = list(range(len(train)))
     random.Random(seed).shuffle(order)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from model.tokenizer import UNK_TOKEN, token_ids
+from training.batching import label_mask
 from training.cache import CacheError, Stage, content_hash, finished_stages
 from training.config import TrainConfig
 from training.data import Split
@@ -36,10 +37,11 @@ class Targets:
     labels: list[int]
     teacher: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    mask: torch.Tensor | None = None  # bool [N, C]: the outputs each row's gold label may be
 
 
-def gold_targets(ids: list[list[int]], labels: list[int]) -> Targets:
-    return Targets(ids, list(labels))
+def gold_targets(ids: list[list[int]], train: Split) -> Targets:
+    return Targets(ids, list(train.labels), mask=label_mask(train.allowed_rows(), len(train.label_names)))
 
 
 def _labelled_before(cache_root: Path, teacher_key: str, skip: Path) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
 from model.tokenizer import UNK_TOKEN
+from training.batching import masked_cross_entropy
 
 log = logging.getLogger("training")
 
@@ -83,6 +84,8 @@ def tune_with_bag_of_words(
     ids: Sequence[Sequence[int]],
     labels: Sequence[int],
     *,
+    num_classes: int = 2,
+    mask: torch.Tensor | None = None,
     epochs: int,
     lr: float,
     seed: int,
@@ -102,7 +105,7 @@ def tune_with_bag_of_words(
     bag = torch.nn.EmbeddingBag.from_pretrained(
         weight.detach().clone(), freeze=False, mode="mean", sparse=True
     )
-    head = torch.nn.Linear(weight.shape[1], 2)
+    head = torch.nn.Linear(weight.shape[1], num_classes)
     opt_bag = torch.optim.SparseAdam(list(bag.parameters()), lr=lr)
     opt_head = torch.optim.Adam(head.parameters(), lr=10 * lr)
     y_all = torch.tensor(labels)
@@ -117,7 +120,7 @@ def tune_with_bag_of_words(
             offsets = torch.tensor([0] + [len(ids[i]) for i in batch[:-1]]).cumsum(0)
             logits = head(bag(flat, offsets))
             y = y_all[batch]
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            loss = masked_cross_entropy(logits, y, None if mask is None else mask[batch])
             opt_bag.zero_grad()
             opt_head.zero_grad()
             loss.backward()

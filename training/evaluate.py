@@ -1,4 +1,5 @@
-"""Metrics and calibration: accuracy, macro-F1, confusion matrix, ECE, temperature scaling."""
+"""Metrics and calibration: accuracy, macro-F1, macro-recall, confusion matrix, ECE, temperature
+scaling, for any number of classes."""
 
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ def macro_f1(cm: list[list[int]]) -> float:
         denom = 2 * tp + fp + fn
         f1s.append(2 * tp / denom if denom else 0.0)
     return sum(f1s) / len(f1s)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor, allowed: tuple[int, ...] | None = None) -> float:
+    """Share of rows whose most probable output (among `allowed`, when given) is their label."""
+    if allowed is not None:
+        cols = torch.tensor(allowed)
+        return float((cols[logits[:, cols].argmax(1)] == labels).float().mean())
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def macro_recall(cm: list[list[int]]) -> float:
+    """Mean of the per-class recalls over the classes present (TweetEval's metric)."""
+    recalls = [cm[c][c] / sum(cm[c]) for c in range(len(cm)) if sum(cm[c])]
+    return sum(recalls) / len(recalls)
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
@@ -56,8 +71,17 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def classification_report(
-    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
+    allowed: tuple[int, ...] | None = None,
 ) -> dict[str, object]:
+    """Metrics of logits against labels. With `allowed`, only those outputs are compared (a binary
+    test set scored by a three-class model: negative vs positive), and the matrix is theirs."""
+    extra: dict[str, object] = {}
+    if allowed is not None:
+        logits = logits[:, list(allowed)]
+        index = {c: i for i, c in enumerate(allowed)}
+        labels = torch.tensor([index[int(y)] for y in labels])
+        extra["scored_on_outputs"] = list(allowed)
     probs_raw = torch.softmax(logits.float(), dim=1)
     probs_cal = torch.softmax(logits.float() / temperature, dim=1)
     preds = probs_raw.argmax(dim=1)
@@ -66,9 +90,11 @@ def classification_report(
         "n": len(labels),
         "accuracy": round(float((preds == labels).float().mean()), 5),
         "macro_f1": round(macro_f1(cm), 5),
+        "macro_recall": round(macro_recall(cm), 5),
         "confusion_matrix": cm,
         "nll": round(float(F.cross_entropy(logits.float(), labels)), 5),
         "nll_calibrated": round(float(F.cross_entropy(logits.float() / temperature, labels)), 5),
         "ece": round(expected_calibration_error(probs_raw, labels), 5),
         "ece_calibrated": round(expected_calibration_error(probs_cal, labels), 5),
+        **extra,
     }

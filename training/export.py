@@ -14,12 +14,15 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import tokenizers
 import torch
 
 from model.artifact import META_FILE, MODEL_FILE, SCHEMA_VERSION, TOKENIZER_FILE, sha256_file
-from model.tokenizer import PAD_ID, UNK_ID, pad
+from model.labels import UNKNOWN
+from model.readability import Readability
+from model.tokenizer import PAD_ID, UNK_ID, pad, token_ids
 from training.behaviour import behavioural_report
 from training.config import TrainConfig
 from training.train import TrainResult
@@ -210,6 +213,33 @@ def model_card(meta: dict) -> str:
     return "\n".join(lines)
 
 
+def portable(value: Any, roots: list[str]) -> Any:
+    """`value` (a meta.json tree) with the machine's folders taken out of every string: paths under the
+    data folder, the working directory or the repository become relative, the home folder `~`."""
+    if isinstance(value, dict):
+        return {portable(k, roots): portable(v, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, roots) for v in value]
+    if isinstance(value, str):
+        for root in roots:
+            value = value.replace(root.rstrip("/") + "/", "")
+        return value.replace(str(Path.home()) + "/", "~/")
+    return value
+
+
+def machine_roots() -> list[str]:
+    """Folders whose absolute paths are the training machine's own: longest first."""
+    roots = {str(Path.cwd()), str(Path(__file__).resolve().parent.parent)}
+    for env in ("SENTIMENT_DATA_MIRROR", "SENTIMENT_DATA_CACHE"):
+        if os.environ.get(env):
+            roots.add(str(Path(os.environ[env]).expanduser().resolve()))
+            roots.add(os.environ[env])
+    from training.fetch import cache_dir
+
+    roots.add(str(cache_dir()))
+    return sorted(roots, key=len, reverse=True)
+
+
 def code_commit() -> str | None:
     """The git commit of this checkout (with "-dirty" when files differ from it), or None outside git."""
     root = Path(__file__).resolve().parent.parent
@@ -237,12 +267,15 @@ def write_artifact(
     ids, lengths = pad([result.encoded["val"][i] for i in range(len(texts))])
     script_diff = check_scripted_parity(eager, scripted, ids, lengths)
 
-    def predict(batch: list[str]) -> list[int]:
-        from model.tokenizer import token_ids
+    readability = Readability.of(result.tokenizer)
 
+    def predict(batch: list[str]) -> list[str]:
+        """Each text's label as the service answers it: "unknown" for a text it cannot read."""
+        ids = token_ids(result.tokenizer, batch)[0]
         with torch.no_grad():
-            x, n = pad(token_ids(result.tokenizer, batch)[0])
-            return eager(x, n).argmax(1).tolist()
+            best = eager(*pad(ids)).argmax(1).tolist()
+        labels = result.labels
+        return [labels[b] if readability.readable([i]) else UNKNOWN for b, i in zip(best, ids, strict=True)]
 
     meta = {
         "schema_version": SCHEMA_VERSION,
@@ -256,7 +289,7 @@ def write_artifact(
         "vocab_size": result.tokenizer.get_vocab_size(),
         "temperature": result.temperature,
         "metrics": result.metrics,
-        "behaviour": behavioural_report(predict),
+        "behaviour": behavioural_report(predict, result.labels),
         "history": result.history,
         "network": eager.config.to_dict(),
         "training": cfg.to_dict(),
@@ -278,6 +311,7 @@ def write_artifact(
         },
         "parity": {"scripted_vs_eager_max_abs": script_diff},
     }
+    meta = portable(meta, machine_roots())
     (staging / "MODEL_CARD.md").write_text(model_card(meta), encoding="utf-8")
     files = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name != META_FILE)
     meta["files"] = {name: sha256_file(staging / name) for name in files}

@@ -22,11 +22,11 @@ from torch.nn.parallel import DistributedDataParallel
 from model.network import NetworkConfig, SentimentLSTM
 from model.tokenizer import token_ids
 from training import distributed
-from training.batching import bucketed_batches, score_in_batches, tensors
+from training.batching import bucketed_batches, masked_cross_entropy, score_in_batches, tensors
 from training.config import TrainConfig
-from training.data import Split, file_checksums, load_builtin, load_user_files, subset
+from training.data import Split, file_checksums, load_builtin, load_user_files, relabel, subset
 from training.distil import Targets, distillation_targets, fine_tune_teachers, gold_targets
-from training.evaluate import classification_report, fit_temperature
+from training.evaluate import accuracy, classification_report, fit_temperature
 from training.fetch import data_dir
 from training.ngrams import fit_ngram_weight, ngram_logits, train_ngram_bag
 from training.progress import progress
@@ -83,9 +83,10 @@ def unlabelled_corpus(cfg: TrainConfig, splits: dict[str, Split]) -> list[Split]
     if cfg.dataset in UNLABELLED_REVIEWS:
         root = data_dir("imdb", progress=cfg.progress)
         imdb = load_builtin("imdb", root, seed=cfg.seed, val_fraction=cfg.val_fraction)
-        corpus += [imdb["train"], imdb["val"]]
+        labels = splits["train"].label_names  # binary reviews in a three-class model: no neutral
+        corpus += [relabel(imdb["train"], labels, "train"), relabel(imdb["val"], labels, "val")]
         if cfg.max_train_examples:  # a quick run slices every training corpus, this one too
-            corpus[1:] = [seeded_slice(imdb["train"], cfg.max_train_examples, cfg.seed)]
+            corpus[1:] = [seeded_slice(corpus[1], cfg.max_train_examples, cfg.seed)]
     return corpus
 
 
@@ -161,7 +162,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     if cfg.teacher:  # teacher -> transfer set -> teacher labels
         targets = distillation_targets(cfg, splits, vocab, corpus[1:], teachers, device, show_progress=show)
     else:
-        targets = gold_targets(encoded["train"], splits["train"].labels)
+        targets = gold_targets(encoded["train"], splits["train"])
     history, best_epoch = student_stage(cfg, model, targets, encoded["val"], splits["val"].labels, device,
                                         ctx, metrics_path)
     distributed.cleanup(ctx)
@@ -238,12 +239,16 @@ def ngram_stage(
     )
 
 
-def student_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None):
+def student_loss(
+    cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None,
+    mask: torch.Tensor | None = None,
+):
     """Gold labels alone; or the teacher's logits (MSE, or KL at a temperature) on every text plus
-    distil_alpha x the gold-label cross-entropy on the texts that have one."""
+    distil_alpha x the gold-label cross-entropy on the texts that have one. The gold cross-entropy of
+    a row whose corpus lacks some labels (`mask`) is taken over the labels it has."""
     logits = logits.float()
     if soft is None:
-        return F.cross_entropy(logits, y)
+        return masked_cross_entropy(logits, y, mask)
     if cfg.distil_loss == "mse":
         loss = F.mse_loss(logits, soft)
     else:
@@ -251,7 +256,8 @@ def student_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, soft: 
         loss = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(soft / t, 1), reduction="batchmean") * t * t
     gold = y != NO_LABEL
     if cfg.distil_alpha and bool(gold.any()):
-        loss = loss + cfg.distil_alpha * F.cross_entropy(logits[gold], y[gold])
+        gold_mask = None if mask is None else mask[gold]
+        loss = loss + cfg.distil_alpha * masked_cross_entropy(logits[gold], y[gold], gold_mask)
     return loss
 
 
@@ -326,9 +332,10 @@ def student_stage(
         for x, lengths, y, idx in tensors(train_ids, train_labels, batches):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             t = soft[idx].to(device, non_blocking=True) if soft is not None else None
+            m = targets.mask[idx].to(device, non_blocking=True) if targets.mask is not None else None
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 logits = step_model(x, lengths)
-                loss = student_loss(cfg, logits, y, t)
+                loss = student_loss(cfg, logits, y, t, m)
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -400,7 +407,7 @@ def calibration_stage(
         metrics["ngram_bag"] = {**bag_info, "weight": weight}
         metrics["components"] = {
             name: {
-                part: round(float((lg.argmax(1) == torch.tensor(splits[name].labels)).float().mean()), 5)
+                part: round(accuracy(lg, torch.tensor(splits[name].labels), splits[name].allowed), 5)
                 for part, lg in (("lstm", logits[name]), ("ngram_bag", bag[name]))
             }
             for name in eval_names
@@ -410,5 +417,7 @@ def calibration_stage(
     temperature = fit_temperature(logits["val"], val_labels)
     metrics["temperature"] = round(temperature, 4)
     for name in eval_names:
-        metrics[name] = classification_report(logits[name], torch.tensor(splits[name].labels), temperature)
+        metrics[name] = classification_report(
+            logits[name], torch.tensor(splits[name].labels), temperature, splits[name].allowed
+        )
     return metrics, temperature

@@ -17,9 +17,10 @@ import torch
 from tokenizers import Tokenizer
 
 from model.tokenizer import load_tokenizer, token_ids, train_tokenizer
+from training.batching import label_mask
 from training.cache import Stage, content_hash
 from training.config import TrainConfig
-from training.data import Split
+from training.data import Split, concat
 from training.embeddings import (
     extend_vocabulary,
     init_embedding,
@@ -113,6 +114,8 @@ def vocabulary_stage(
                 vectors,
                 [i for s in corpus for i in token_ids(tok, s.texts)[0]],
                 [y for s in corpus for y in s.labels],
+                num_classes=len(train.label_names),
+                mask=label_mask(concat(corpus, "corpus", "corpus").allowed_rows(), len(train.label_names)),
                 epochs=cfg.bow_epochs, lr=cfg.bow_lr, seed=cfg.seed, progress=show_progress,
             )
             log.info(
