@@ -314,3 +314,9 @@ def test_sst3_tweets_and_the_general_mixture(mirror: Path) -> None:
     assert binary.label_names == THREE and binary.allowed == (0, 2) and set(binary.labels) == {0, 2}
     again = load_builtin("general", data_dir("general", progress=False), seed=0)["train"]
     assert again.texts == mix["train"].texts and again.labels == mix["train"].labels  # the teacher's key
+
+
+def test_a_misspelt_sentiment_label_is_an_error_not_a_class(tmp_path: Path):
+    path = write(tmp_path / "typo.csv", "text,label\ngood,positive\nbad,negative\nfine,postive\n")
+    with pytest.raises(DataError, match=r"typo\.csv, line 4: unknown label 'postive'.*--labels"):
+        read_labelled_file(path)

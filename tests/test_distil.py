@@ -82,6 +82,23 @@ def test_distilled_artifact_records_teacher_and_transfer_set(distilled):
     assert load_artifact(out / "first").model.embedding.weight.dtype == torch.float16
 
 
+def test_three_class_distillation_end_to_end(tiny_teacher: Path, tmp_path: Path):
+    """The general mixture (SST-3 phrases and tweets): a three-way teacher head on a two-label
+    checkpoint, three-class teacher logits, a three-class student; every evaluation set reported."""
+    argv = args(tiny_teacher, tmp_path / "out", tmp_path / "cache", "three")
+    assert train_main([*argv, "--preset", "general"]) == 0
+    meta = json.loads((tmp_path / "out/three/meta.json").read_text())
+    assert meta["labels"] == ["negative", "neutral", "positive"]
+    teacher_on = meta["distillation"]["teacher"]
+    assert set(teacher_on["accuracy"]) == {"val", "sst3-test", "tweets-test", "sst2-test"}
+    assert 0 < teacher_on["macro_recall"]["tweets-test"] < 1
+    m = meta["metrics"]
+    assert len(m["tweets-test"]["confusion_matrix"]) == 3 and 0 < m["tweets-test"]["macro_recall"] < 1
+    assert m["sst2-test"]["scored_on_outputs"] == [0, 2] and len(m["sst2-test"]["confusion_matrix"]) == 2
+    logits = torch.load(next((tmp_path / "cache").glob("labels-*/logits.pt")), weights_only=True)
+    assert logits.shape[1] == 3
+
+
 def test_cached_stages_are_reused(distilled, monkeypatch):
     out, cache, tiny = distilled
 
@@ -151,13 +168,17 @@ def test_student_moves_towards_the_teacher_logits(distilled, monkeypatch):
     from training.vocabulary import vocabulary_stage
 
     monkeypatch.setattr(teacher, "fine_tune", lambda *a, **k: pytest.fail("teacher is cached"))
-    cfg = parse_config(args(tiny, out, cache, "unused"))
+    # no weight averaging: over these 40 steps the average would still be mostly the initial weights
+    cfg = parse_config([*args(tiny, out, cache, "unused"), "--ema-decay", "0"])
     ctx, device = setup(cfg)
     splits = load_splits(cfg)
     corpus = unlabelled_corpus(cfg, splits)
     vocab = vocabulary_stage(cfg, splits, corpus, threads=1, show_progress=False)
-    targets = distil.distillation_targets(cfg, splits, vocab, corpus[1:], device, show_progress=False)
-    model = network_stage(cfg, vocab)
+    teachers = distil.fine_tune_teachers(cfg, splits, device, show_progress=False)
+    targets = distil.distillation_targets(
+        cfg, splits, vocab, corpus[1:], teachers, device, show_progress=False
+    )
+    model = network_stage(cfg, vocab, 2)
     from training.train import predict_logits
 
     def gap() -> float:
@@ -169,9 +190,9 @@ def test_student_moves_towards_the_teacher_logits(distilled, monkeypatch):
     student_stage(cfg, model, targets, val_ids, splits["val"].labels, device, ctx, None)
     after = gap()
     # the same network trained on the gold labels alone, for scale
-    distilled, model = model, network_stage(cfg, vocab)
+    distilled, model = model, network_stage(cfg, vocab, 2)
     train_ids = token_ids(vocab.tokenizer, splits["train"].texts)[0]
-    student_stage(cfg, model, distil.gold_targets(train_ids, splits["train"].labels), val_ids,
+    student_stage(cfg, model, distil.gold_targets(train_ids, splits["train"]), val_ids,
                   splits["val"].labels, device, ctx, None)
     hard = gap()
     print(f"MSE to the teacher: before {before:.3f}, distilled {after:.3f}, gold labels {hard:.3f}")

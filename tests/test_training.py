@@ -26,7 +26,7 @@ def test_help_explains_every_flag():
     assert "SENTIMENT_DATA_MIRROR" in out
 
 
-def test_small_run_learns_and_exports_a_complete_artifact(small_artifact: Path):
+def test_small_run_learns_and_exports_a_complete_artifact(small_artifact: Path, data_mirror: Path):
     meta = json.loads((small_artifact / "meta.json").read_text())
     # clearly above chance on the real dev set after a ~1 minute run
     assert meta["metrics"]["dev"]["accuracy"] > 0.70, meta["metrics"]["dev"]
@@ -35,12 +35,13 @@ def test_small_run_learns_and_exports_a_complete_artifact(small_artifact: Path):
         assert meta["files"][name] == sha256_file(small_artifact / name)
     assert meta["labels"] == ["negative", "positive"]
     assert meta["training"]["seed"] == 7 and meta["training"]["max_train_examples"] == 6000
-    # the checksums name the real files read: the SST-2 training file and the IMDB reviews for word2vec
-    recorded = {Path(p).name: (Path(p), digest) for p, digest in meta["dataset"]["sha256"].items()}
-    assert {"train.tsv", "dev.tsv", "test.tsv"} <= set(recorded)
-    assert any("imdb" in str(path) for path, _ in recorded.values())
-    for path, digest in recorded.values():
-        assert sha256_file(path) == digest, path
+    # the checksums name the real files read, relative to the data folder (no path of this machine):
+    # the SST-2 training file and the IMDB reviews for word2vec
+    recorded = meta["dataset"]["sha256"]
+    assert {"sst2/glue/train.tsv", "sst2/glue/dev.tsv", "sst2/sentences/test.tsv"} <= set(recorded)
+    assert "imdb/train.jsonl.gz" in recorded
+    for path, digest in recorded.items():
+        assert sha256_file(data_mirror / path) == digest, path
     assert meta["parity"]["scripted_vs_eager_max_abs"] <= 1e-5
     assert meta["parity"]["fresh_process_max_abs"] <= 1e-5
     assert 0.05 < meta["temperature"] < 20

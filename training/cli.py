@@ -123,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in m.items():
         if isinstance(r, dict) and "accuracy" in r:
             log.info(
-                "%-5s accuracy %.4f  macro-F1 %.4f  ECE %.4f -> %.4f (T=%.3f)",
+                "%-5s accuracy %.4f  macro-F1 %.4f  macro-recall %.4f  ECE %.4f -> %.4f (T=%.3f)",
                 name,
                 r["accuracy"],
                 r["macro_f1"],
+                r["macro_recall"],
                 r["ece"],
                 r["ece_calibrated"],
                 result.temperature,

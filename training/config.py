@@ -45,7 +45,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Five SST classes, trained on every labelled phrase of the training trees.
     "sst5": {"dataset": "sst5"},
     # The shipped three-class default: SST phrases and tweets (training/corpora.py "general").
-    "general": {"dataset": "general", "teacher_epochs": 2},
+    "general": {"dataset": "general", "teacher_epochs": 2, "embed_dim": 200, "hidden_dim": 192,
+                "half_embeddings": True, "ngram_buckets": 65_536, "unlabelled_sentences": 150_000},
 }
 STOP_AFTER = ("teacher", "student")
 

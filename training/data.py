@@ -167,19 +167,22 @@ def _canonical(name: str) -> str:
 def infer_label_names(raw: Iterable[RawLabel]) -> tuple[str, ...]:
     """The label set a file's labels imply, in output order: numbers 0..K-1 alone name the binary,
     three- or five-class sentiment set by K (else "0".."K-1"); sentiment names (with or without
-    numbers among them) take the smallest such set that holds them; other names, sorted."""
+    numbers among them) take the smallest such set that holds them, and any other name among them is
+    an unknown label (a typo such as "postive" must not become a class of its own); names none of
+    which is a sentiment name are the labels, sorted."""
     values = {str(v) for v in raw}
     numbers = {int(v) for v in values if v.isdigit()}
     names = {_canonical(v) for v in values if not v.isdigit()}
     k = max(numbers, default=-1) + 1
+    by_count = {2: BINARY, 3: THREE, 5: FIVE}
     if not names:
-        return {2: BINARY, 3: THREE, 5: FIVE}.get(k, tuple(str(i) for i in range(k)))
+        return by_count.get(k, tuple(str(i) for i in range(k)))
+    if not names & set(FIVE) and not numbers:
+        return tuple(sorted(names))
     for known in (BINARY, THREE, FIVE):
-        if names <= set(known) and k <= len(known):
+        if (names & set(FIVE)) <= set(known) and k <= len(known):
             return known
-    if numbers:  # numbers with a stray name: the numbers decide, the name is reported as unknown
-        return {2: BINARY, 3: THREE, 5: FIVE}.get(max(k, 2), tuple(str(i) for i in range(k)))
-    return tuple(sorted(names))
+    return by_count.get(max(k, 2), tuple(str(i) for i in range(k)))
 
 
 def _label_index(label_names: tuple[str, ...]) -> dict[str, int]:
@@ -198,7 +201,10 @@ def _resolve_labels(
         label = index.get(_canonical(str(value)))
         if label is None:
             accepted = "/".join(names) + f" or 0-{len(names) - 1}"
-            raise DataError(f"{path}, line {line}: unknown label {value!r}; accepted labels are {accepted}")
+            hint = "" if label_names else "; to train on labels of your own, name them all with --labels"
+            raise DataError(
+                f"{path}, line {line}: unknown label {value!r}; accepted labels are {accepted}{hint}"
+            )
         out.append(label)
     return out, names
 

@@ -20,6 +20,7 @@ from training.cache import CacheError, Stage, content_hash, finished_stages
 from training.config import TrainConfig
 from training.data import Split
 from training.embeddings import pre_tokenize
+from training.evaluate import classification_report
 from training.teacher import EVAL_LOGITS, TeacherSettings, logits_for, teacher_stage
 from training.transfer import NO_LABEL, TRANSFER_FILE, AugmentSettings, TransferSet, load, transfer_stage
 from training.vocabulary import Vocabulary
@@ -178,10 +179,12 @@ def distillation_targets(
         })
     teachers.clear()  # the models are not needed past labelling
     logits = torch.stack(member_logits).mean(0)  # one member: its own logits
-    accuracy = {  # of the ensemble (of the one teacher when there is one)
-        n: round(_accuracy(lg, evals[n].labels), 5)
+    reports = {  # of the ensemble (of the one teacher when there is one)
+        n: classification_report(torch.stack(lg).mean(0), torch.tensor(ev.labels), 1.0, ev.allowed)
         for n, lg in eval_logits.items()
+        for ev in [evals[n]]
     }
+    accuracy = {n: r["accuracy"] for n, r in reports.items()}
     ids = token_ids(tok, ts.texts)[0]
     agree = [int(logits[i].argmax()) == y for i, y in enumerate(ts.labels) if y != NO_LABEL]
     first = members[0]
@@ -192,6 +195,8 @@ def distillation_targets(
             "members": len(members),  # > 1: the mean of that many fine-tuned teachers' logits
             "fine_tuned_sha256": first["fine_tuned_sha256"],
             "accuracy": accuracy,
+            "macro_recall": {n: r["macro_recall"] for n, r in reports.items()},
+            "macro_f1": {n: r["macro_f1"] for n, r in reports.items()},
             "parameters": t_stage.info().get("parameters"),
             "seconds": round(sum(m["seconds"] or 0 for m in members), 1),
             "settings": {**t_stage.inputs["settings"], "seed": cfg.seed},
@@ -222,10 +227,6 @@ def _eval_logits(
         return torch.load(path, weights_only=True)
     return {n: logits_for(model, tokenizer, sp.texts, device, max_length=max_length, show_progress=False)
             for n, sp in evals.items()}
-
-
-def _accuracy(member_logits: list[torch.Tensor], labels: list[int]) -> float:
-    return (torch.stack(member_logits).mean(0).argmax(1) == torch.tensor(labels)).double().mean().item()
 
 
 def tensor_sha256(t: torch.Tensor) -> str:

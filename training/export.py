@@ -121,14 +121,16 @@ def model_card(meta: dict) -> str:
         "",
         "## Evaluation",
         "",
-        "| split | n | accuracy | macro-F1 | ECE raw | ECE calibrated |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| split | n | accuracy | macro-F1 | macro-recall | ECE raw | ECE calibrated |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in m.items():
         if isinstance(r, dict) and "accuracy" in r:
+            scored = r.get("scored_on_outputs")
+            note = f" (scored on {', '.join(meta['labels'][i] for i in scored)} only)" if scored else ""
             lines.append(
-                f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['ece']:.4f} | "
-                f"{r['ece_calibrated']:.4f} |"
+                f"| {name}{note} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+                f"{r.get('macro_recall', float('nan')):.4f} | {r['ece']:.4f} | {r['ece_calibrated']:.4f} |"
             )
     splits = meta["dataset"]["splits"]
     lines += [
@@ -204,8 +206,9 @@ def model_card(meta: dict) -> str:
         f"- The network reads up to {meta['max_length']} tokens at once. The service splits a longer text "
         "into chunks at sentence ends and combines their logits (`long_text: chunk`, the default) or "
         "truncates it (`long_text: truncate`); each prediction says which (`chunks`, `truncated`).",
-        "- Trained on English movie reviews; other domains (products, restaurants: see the behavioural "
-        "report) and sarcasm are weaker.",
+        "- English only. Sarcasm is weak; domains far from the training data (see the behavioural report "
+        "by category) are weaker. A text whose words the vocabulary mostly does not know (gibberish, "
+        "another language) is answered `unknown` with the warning `unreadable` rather than guessed.",
         f"- Word-level vocabulary of {meta['vocab_size']} words (training split, plus frequent words "
         "of the word2vec corpus): other words map to [UNK], so typos often lose their meaning.",
         "",

@@ -91,10 +91,14 @@ def resolve_source(source: str) -> tuple[str, str]:
     raise TeacherError(f"--teacher {source}: not a directory, not {DEFAULT_TEACHER} and not a hub id")
 
 
-def load(source: str, num_labels: int) -> tuple[Any, Any]:
+def load(source: str, num_labels: int, *, new_head: bool = True) -> tuple[Any, Any]:
+    """The model with a `num_labels`-way head: a new one when fine-tuning (`new_head`; a checkpoint
+    fine-tuned for another label count loses its head), else the checkpoint's, which must match."""
     tf = _transformers()
     tokenizer = tf.AutoTokenizer.from_pretrained(source)
-    model = tf.AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
+    model = tf.AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=num_labels, ignore_mismatched_sizes=new_head
+    )
     return model, tokenizer
 
 
@@ -275,7 +279,7 @@ def teacher_stage(
         )
     work = stage.start()
     torch.manual_seed(s.seed)  # the new classification head: ensemble members differ by seed
-    model, tokenizer = load(path, num_labels)
+    model, tokenizer = load(path, num_labels, new_head=s.epochs > 0)
     log.info(
         "teacher: %s (%.1f M parameters), %d training texts, %d epochs on %s",
         source, sum(p.numel() for p in model.parameters()) / 1e6, len(train[0]), s.epochs, device,
