@@ -17,6 +17,7 @@ from training.data import (
     file_checksums,
     load_builtin,
     load_user_files,
+    parse_weights,
     read_labelled_file,
     read_trees,
 )
@@ -320,3 +321,16 @@ def test_a_misspelt_sentiment_label_is_an_error_not_a_class(tmp_path: Path):
     path = write(tmp_path / "typo.csv", "text,label\ngood,positive\nbad,negative\nfine,postive\n")
     with pytest.raises(DataError, match=r"typo\.csv, line 4: unknown label 'postive'.*--labels"):
         read_labelled_file(path)
+
+
+def test_a_mixture_with_a_binary_corpus_keeps_its_rows_to_their_labels(mirror: Path):
+    mix = load_builtin("general", data_dir("general", progress=False), seed=0,
+                       weights=parse_weights("tweets=0.1,sst2=0.05"))
+    train = mix["train"]
+    assert len(train) == round(47_777 * 0.1) + round(67_349 * 0.05)
+    rows = train.allowed_rows()
+    assert rows is not None and {r for r in rows} == {None, (0, 2)}
+    assert all(y in (0, 2) for y, r in zip(train.labels, rows, strict=True) if r == (0, 2))
+    assert "sst2-dev" in mix and mix["sst2-dev"].allowed == (0, 2)
+    with pytest.raises(DataError, match="unknown corpus 'yelp'"):
+        parse_weights("yelp=1")

@@ -219,3 +219,18 @@ def test_temperature_scaling_softens_overconfident_logits():
     assert t > 3  # softmax(20 / T) should come down to ~0.8 => T ~ 14
     probs = torch.softmax(overconfident / t, 1)
     assert expected_calibration_error(probs, noisy_labels) < 0.05
+
+
+def test_masked_cross_entropy_ignores_the_labels_a_corpus_lacks():
+    from training.batching import label_mask, masked_cross_entropy
+
+    logits = torch.tensor([[2.0, 5.0, 1.0], [0.5, 0.1, 3.0]], requires_grad=True)
+    y = torch.tensor([0, 2])
+    mask = label_mask([(0, 2), None], 3)
+    loss = masked_cross_entropy(logits, y, mask)
+    # row 0 (a binary corpus): cross-entropy over negative and positive only; row 1: over all three
+    expected = (torch.nn.functional.cross_entropy(logits[:1, [0, 2]], torch.tensor([0]))
+                + torch.nn.functional.cross_entropy(logits[1:], y[1:])) / 2
+    assert float(loss) == pytest.approx(float(expected))
+    loss.backward()
+    assert logits.grad[0, 1] == 0  # the missing class gets no gradient from that row

@@ -65,6 +65,10 @@ class TrainConfig:
     preset: str | None = opt(
         None, "data", "a known recipe's settings, applied unless the flag is given (listed at the end); "
         "default: the dataset's own preset where it has one", tuple(PRESETS))
+    mix: str | None = opt(
+        None, "data", "with a mixture dataset (general): the share of each corpus's training rows, e.g. "
+        "sst3=1,tweets=2,imdb=0.2 (0.5: a seeded half; 2: every row twice); corpora may be added, and a "
+        "corpus without some of the labels (imdb has no neutral) trains on the labels it has")
     train_file: str | None = opt(
         None, "data", "train on your own CSV/TSV/JSONL file (optionally .gz) instead of a built-in corpus")
     eval_file: str | None = opt(None, "data", "with --train: a labelled file to report final metrics on")

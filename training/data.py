@@ -487,12 +487,29 @@ def concat(parts: list[Split], name: str, source: str) -> Split:
     )
 
 
-def load_mixture(name: str, root: Path, *, seed: int, val_fraction: float = 0.1) -> dict[str, Split]:
+def parse_weights(text: str) -> dict[str, float]:
+    """"sst3=1,tweets=2" as {"sst3": 1.0, "tweets": 2.0}; errors say what is wrong."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in CORPORA:
+            raise DataError(f"--mix {text}: unknown corpus {name!r}; choose among {', '.join(CORPORA)}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise DataError(f"--mix {text}: {part!r} needs a number, as in {name}=0.5") from None
+    return weights
+
+
+def load_mixture(
+    name: str, root: Path, *, seed: int, val_fraction: float = 0.1, weights: dict[str, float] | None = None
+) -> dict[str, Split]:
     """A mixture (training/corpora.py): the weighted union of its corpora's train splits (shuffled with
-    the seed), the union of their val splits, and every corpus's evaluation splits as CORPUS-SPLIT."""
+    the seed), the union of their val splits, and every corpus's evaluation splits as CORPUS-SPLIT.
+    `weights` replaces the mixture's own (and may add corpora)."""
     mix = MIXTURES[name]
     trains, vals, evals = [], [], {}
-    for corpus, weight in mix.weights.items():
+    for corpus, weight in (weights or mix.weights).items():
         parts = load_corpus(corpus, root, seed=seed, val_fraction=val_fraction)
         parts = {k: relabel(v, mix.labels, k) for k, v in parts.items()}
         trains.append(_weighted(parts[TRAIN_SPLIT], weight, seed))
@@ -502,17 +519,21 @@ def load_mixture(name: str, root: Path, *, seed: int, val_fraction: float = 0.1)
     for corpus, split in mix.partial_evals.items():
         part = load_corpus(corpus, root, seed=seed, val_fraction=val_fraction)[split]
         evals[f"{corpus}-{split}"] = relabel(part, mix.labels, f"{corpus}-{split}")
-    train = concat(trains, TRAIN_SPLIT, f"mixture {name}: {mix.weights}")
+    train = concat(trains, TRAIN_SPLIT, f"mixture {name}: {weights or mix.weights}")
     order = list(range(len(train)))
     random.Random(seed).shuffle(order)
     train = subset(train, order, TRAIN_SPLIT, f"shuffled, seed {seed}")
     return {TRAIN_SPLIT: train, VAL_SPLIT: concat(vals, VAL_SPLIT, f"mixture {name}: val splits"), **evals}
 
 
-def load_builtin(dataset: str, root: Path, *, seed: int, val_fraction: float = 0.1) -> dict[str, Split]:
+def load_builtin(
+    dataset: str, root: Path, *, seed: int, val_fraction: float = 0.1, weights: dict[str, float] | None = None
+) -> dict[str, Split]:
     """A built-in corpus or mixture from the data folder `root` (see training/fetch.data_dir)."""
     if dataset in MIXTURES:
-        return load_mixture(dataset, root, seed=seed, val_fraction=val_fraction)
+        return load_mixture(dataset, root, seed=seed, val_fraction=val_fraction, weights=weights)
+    if weights:
+        raise DataError(f"--mix applies to a mixture dataset ({', '.join(MIXTURES)}), not {dataset}")
     if dataset not in CORPORA:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join((*CORPORA, *MIXTURES))}")
     return load_corpus(dataset, root, seed=seed, val_fraction=val_fraction)

@@ -24,7 +24,15 @@ from model.tokenizer import token_ids
 from training import distributed
 from training.batching import bucketed_batches, masked_cross_entropy, score_in_batches, tensors
 from training.config import TrainConfig
-from training.data import Split, file_checksums, load_builtin, load_user_files, relabel, subset
+from training.data import (
+    Split,
+    file_checksums,
+    load_builtin,
+    load_user_files,
+    parse_weights,
+    relabel,
+    subset,
+)
 from training.distil import Targets, distillation_targets, fine_tune_teachers, gold_targets
 from training.evaluate import accuracy, classification_report, fit_temperature
 from training.fetch import data_dir
@@ -62,8 +70,13 @@ def load_splits(cfg: TrainConfig) -> dict[str, Split]:
             label_names=tuple(cfg.labels.split(",")) if cfg.labels else None,
         )
     else:
+        weights = parse_weights(cfg.mix) if cfg.mix else None
         root = data_dir(cfg.dataset, progress=cfg.progress)
-        splits = load_builtin(cfg.dataset, root, seed=cfg.seed, val_fraction=cfg.val_fraction)
+        for corpus in weights or ():  # corpora added to the mixture must be on disk too
+            data_dir(corpus, progress=cfg.progress)
+        splits = load_builtin(
+            cfg.dataset, root, seed=cfg.seed, val_fraction=cfg.val_fraction, weights=weights
+        )
     if cfg.max_train_examples:
         splits["train"] = seeded_slice(splits["train"], cfg.max_train_examples, cfg.seed)
     return splits
