@@ -132,6 +132,14 @@ def model_card(meta: dict) -> str:
                 f"| {name}{note} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
                 f"{r.get('macro_recall', float('nan')):.4f} | {r['ece']:.4f} | {r['ece_calibrated']:.4f} |"
             )
+    lines += ["", "Confusion matrices (rows: true label, columns: predicted):", ""]
+    for name, r in m.items():
+        if isinstance(r, dict) and "confusion_matrix" in r:
+            scored = r.get("scored_on_outputs") or range(len(meta["labels"]))
+            names = [meta["labels"][i] for i in scored]
+            rows = [" / ".join(f"{n} {c}" for n, c in zip(names, row, strict=True))
+                    for row in r["confusion_matrix"]]
+            lines.append(f"- {name}: " + "; ".join(f"{t}: {row}" for t, row in zip(names, rows, strict=True)))
     splits = meta["dataset"]["splits"]
     lines += [
         "",
@@ -173,7 +181,11 @@ def model_card(meta: dict) -> str:
     d = meta.get("distillation")
     if d:
         t, x = d["teacher"], d["transfer_set"]
-        acc = ", ".join(f"{k} {v:.4f}" for k, v in t["accuracy"].items())
+        recall = t.get("macro_recall", {})
+        acc = ", ".join(
+            f"{k} {v:.4f}" + (f" (macro-recall {recall[k]:.4f})" if k in recall else "")
+            for k, v in t["accuracy"].items()
+        )
         lines += [
             "",
             "## Distillation",
