@@ -16,6 +16,8 @@ import json
 import time
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from model.artifact import load_artifact
 from model.readability import COMMON_WORDS, FREQUENT_WORDS, MIN_KNOWN, Readability
 from model.tokenizer import token_ids
@@ -64,10 +66,13 @@ def main() -> None:
     p.add_argument("--frequent", type=int, default=FREQUENT_WORDS)
     p.add_argument("--min-known", type=float, default=MIN_KNOWN)
     p.add_argument("--common", type=int, default=COMMON_WORDS)
+    p.add_argument("--tokenizer", help="score with this tokenizer.json instead of the artifact's (the "
+                   "vocabulary of a run in progress)")
     p.add_argument("--out", default=str(RESULTS / "readability"))
     a = p.parse_args()
     artifact = load_artifact(a.model_dir)
-    tok = artifact.tokenizer
+    tok = Tokenizer.from_file(a.tokenizer) if a.tokenizer else artifact.tokenizer
+    vocabulary = a.tokenizer or artifact.meta["version"]
     r = Readability.of(tok, frequent=a.frequent, min_known=a.min_known, common=a.common)
     root = data_dir("tweets", progress=False)
     rows = []
@@ -89,7 +94,7 @@ def main() -> None:
             r.readable([i])
     us = (time.perf_counter() - t0) / (5 * len(sample)) * 1e6
     thresholds = {"frequent": a.frequent, "min_known": a.min_known, "common": a.common}
-    result = {"model": artifact.meta["version"], "thresholds": thresholds, "rows": rows,
+    result = {"model": vocabulary, "thresholds": thresholds, "rows": rows,
               "us_per_text": round(us, 2)}
     Path(a.out + ".json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     lines = [f"# Readability check (model/readability.py) on {result['model']}", "",
