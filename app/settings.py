@@ -24,7 +24,8 @@ class Settings(BaseSettings, EngineSettings):
     # security
     api_key: SecretStr | None = Field(
         None,
-        description="when set, POST /predict requires `Authorization: Bearer <key>` (401 otherwise)",
+        description="when set, POST /predict and /admin/* require `Authorization: Bearer <key>` (401 "
+        "otherwise); unset, /admin/* answers 403",
     )
     protect_ops: bool = Field(
         False, description="also require the API key on /health, /ready, /info and /metrics"

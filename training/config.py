@@ -1,7 +1,8 @@
 """Training configuration: plain data with defaults that work (SST-2 on CPU).
 
-Each field carries its own help text and the pipeline stage it belongs to (training/pipeline.py);
-the command line (training/cli.py) is generated from these fields, so a setting is described once.
+Each field carries its own help text and the pipeline stage it belongs to (the stages of train() in
+training/train.py); the command line (training/cli.py) is generated from these fields, so a setting is
+described once.
 """
 
 from __future__ import annotations
