@@ -159,3 +159,24 @@ def load_runner(artifact: Artifact, choice: BackendChoice, threads: int = 1) -> 
         return TorchScriptRunner(artifact)
     log.info("onnxruntime %s: logits within %.1e of TorchScript on the parity probe", runner.version, diff)
     return runner
+
+
+def parity_report(
+    artifact: Artifact, runner: Runner, pieces: list[list[int]], *, seed: int = 0, max_batch: int = 64
+) -> dict[str, float | int]:
+    """`runner` against TorchScript on `pieces` (token ids), in mixed batches as the service forms
+    them: shuffled, cut into batches of random sizes up to max_batch, each sorted longest first.
+    Returns the texts, the largest logit difference and the texts whose labels differ."""
+    rng = random.Random(seed)
+    order = list(range(len(pieces)))
+    rng.shuffle(order)
+    torchscript = TorchScriptRunner(artifact)
+    worst, mismatched, start = 0.0, 0, 0
+    while start < len(order):
+        size = rng.choice([1, rng.randint(2, max_batch), max_batch])
+        batch = sorted((pieces[i] for i in order[start : start + size]), key=len, reverse=True)
+        start += size
+        expected, got = torchscript.logits(batch), runner.logits(batch)
+        worst = max(worst, float(np.abs(expected - got).max()))
+        mismatched += int((expected.argmax(1) != got.argmax(1)).sum())
+    return {"texts": len(pieces), "max_abs_logit_diff": worst, "label_mismatches": mismatched}
