@@ -344,7 +344,15 @@ class BatchingSettings(BaseModel):
     )
     max_wait_ms: float = Field(description="how long a non-full batch may wait for more texts")
     max_queue_texts: int = Field(description="queue capacity in texts; beyond it requests get 503")
-    torch_threads: int = Field(description="torch intra-op threads used for inference")
+    torch_threads: int = Field(description="intra-op threads of the backend used for inference")
+
+
+class Backend(BaseModel):
+    name: Literal["torchscript", "onnxruntime"] = Field(
+        description="where the forward passes run: the artifact's TorchScript model, or ONNX Runtime on a "
+        "graph derived from its weights and checked against it at load"
+    )
+    requested: Literal["auto", "torchscript", "onnxruntime"] = Field(description="SENTIMENT_BACKEND")
 
 
 class InfoResponse(BaseModel):
@@ -373,6 +381,7 @@ class InfoResponse(BaseModel):
                         "max_queue_texts": 1024,
                         "torch_threads": 1,
                     },
+                    "backend": {"name": "onnxruntime", "requested": "auto"},
                 }
             ]
         }
@@ -389,3 +398,4 @@ class InfoResponse(BaseModel):
     metrics: dict[str, Any] = Field(description="evaluation metrics recorded in the artifact's meta.json")
     limits: Limits = Field(description="request limits")
     batching: BatchingSettings = Field(description="dynamic batching settings")
+    backend: Backend = Field(description="the inference backend in use (SENTIMENT_BACKEND)")

@@ -1,15 +1,17 @@
 """This service against the peer servers (../shared/peers), one protocol, one run.
 
     python bench/peers_bench.py [--duration 15] [--peers "naive batcher litserve"]
+                                [--backends "onnxruntime torchscript"]
 
 1. An artifact of the peers' size, trained by this project's own code (embedding 128, biLSTM 128,
    last-state pooling, no n-gram bag, 30,000 words), at ~/.cache/sentiment-service/peers-artifact;
    trained once (a few minutes on 2 cores), reused after.
-2. Its in-process limit through the service's own batch path (tokenize + forward, one torch thread,
-   pinned to the server CPU): texts/s at batch 1, 8, 32, 64.
-3. The service (`python -m app`, 1 worker, 1 torch thread, access log off) pinned to the server CPU,
-   then `../shared/peers/run.sh` with OURS_URL pointing at it: wrk on the other CPU; the peers'
-   in-process limit, this service, then each peer, each pinned to the same CPU.
+2. Its in-process limit through the service's own batch path (tokenize + forward, one thread, pinned
+   to the server CPU) on each backend (SENTIMENT_BACKEND): texts/s at batch 1, 8, 32, 64.
+3. The service (`python -m app`, 1 worker, 1 thread, access log off) pinned to the server CPU, once per
+   backend, then `../shared/peers/run.sh` with OURS_URL pointing at it: wrk on the other CPU; the
+   peers' in-process limit, this service, then (after the last backend) each peer, each pinned to the
+   same CPU.
 4. bench/results/peers.md, peers.json and peers.png: texts/s, p50, p99 per server and connection count,
    and each server's 64-connection texts/s as a share of its own model's batch-64 limit.
 
@@ -50,7 +52,8 @@ LINE = re.compile(
 )
 RAW = re.compile(r"^raw bs=(?P<bs>\d+)\s+texts/s=\s*(?P<tps>[\d.]+)")
 NAMES = {
-    "ours": "this service",
+    "ours-onnxruntime": "this service, ONNX Runtime",
+    "ours-torchscript": "this service, TorchScript",
     "naive_fastapi": "FastAPI, no batching",
     "fastapi_batcher": "FastAPI + a 40-line batcher",
     "litserve": "LitServe 0.2.19",
@@ -66,11 +69,12 @@ def artifact() -> Path:
     return ARTIFACT / "latest"
 
 
-def in_process(model_dir: Path, cpu: int) -> dict[str, float]:
+def in_process(model_dir: Path, cpu: int, backend: str) -> dict[str, float]:
     out = subprocess.run(
         ["taskset", "-c", str(cpu), sys.executable, str(REPO / "bench/serve_bench.py"), "--inprocess",
          str(model_dir), "--texts-file", str(PEERS / "texts.txt")],
         cwd=REPO, capture_output=True, text=True, check=True,
+        env={**os.environ, "SENTIMENT_BACKEND": backend},
     ).stdout  # fmt: skip
     return json.loads(out.strip().splitlines()[-1])["server_path"]
 
@@ -115,15 +119,13 @@ def table(rows: list[dict[str, Any]], limits: dict[str, dict[str, float]]) -> li
         "64 conns × 16 texts | 64 conns ÷ own batch-64 limit |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key, label in (
-        ("peers", "in-process limit, peers' model"),
-        ("ours", "in-process limit, our artifact"),
-    ):
-        lim = limits[key]
+    for key, lim in limits.items():
+        label = "peers' model" if key == "peers" else f"our artifact, {key.removeprefix('ours-')}"
+        label = f"in-process limit, {label}"
         lines.append(f"| {label} | bs 1: {lim['1']:,.0f} | bs 8: {lim['8']:,.0f} | bs 64: {lim['64']:,.0f} | "
                      f"bs 32: {lim['32']:,.0f} | | |")  # fmt: skip
     for server in dict.fromkeys(r["server"] for r in rows):
-        own = limits["ours" if server == "ours" else "peers"]["64"]
+        own = limits[server if server.startswith("ours") else "peers"]["64"]
         c64 = next(
             (r for r in rows if (r["server"], r["texts_per_request"], r["conns"]) == (server, 1, 64)), None
         )
@@ -167,20 +169,32 @@ def main() -> int:
     p.add_argument("--peers", default="naive batcher litserve", help="peers to run (all three)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--wrk-cpu", type=int, default=1)
+    p.add_argument(
+        "--backends", default="onnxruntime torchscript", help="SENTIMENT_BACKEND of each run of this service"
+    )
     a = p.parse_args()
     model_dir = artifact()
-    print("in-process limit of our artifact ...", flush=True)
-    ours_limit = in_process(model_dir, a.server_cpu)
-    # `python -m app` as the Dockerfile runs it (1 worker, 1 torch thread), access log off.
-    log = Path(tempfile.mkdtemp(prefix="peers-")) / "server.log"
-    server = start_server(model_dir, log, cpu=a.server_cpu, env=QUIET)
-    try:
-        rows, peers_limit = run_peers(
-            f"http://127.0.0.1:{server.port}/predict", a.duration, a.peers, a.server_cpu, a.wrk_cpu
-        )
-    finally:
-        server.stop()
-    limits = {"ours": {str(k): v for k, v in ours_limit.items()}, "peers": peers_limit}
+    backends = a.backends.split()
+    limits: dict[str, dict[str, float]] = {}
+    for backend in backends:
+        print(f"in-process limit of our artifact on {backend} ...", flush=True)
+        limit = in_process(model_dir, a.server_cpu, backend)
+        limits[f"ours-{backend}"] = {str(k): v for k, v in limit.items()}
+    rows: list[dict[str, Any]] = []
+    for i, backend in enumerate(backends):
+        # `python -m app` as the Dockerfile runs it (1 worker, 1 thread), access log off; the peers
+        # after the last backend (" ": run.sh's empty PEERS would mean all of them).
+        log = Path(tempfile.mkdtemp(prefix="peers-")) / "server.log"
+        server = start_server(model_dir, log, cpu=a.server_cpu, env={**QUIET, "SENTIMENT_BACKEND": backend})
+        try:
+            got, peers_limit = run_peers(
+                f"http://127.0.0.1:{server.port}/predict", a.duration,
+                a.peers if i == len(backends) - 1 else " ", a.server_cpu, a.wrk_cpu,
+            )  # fmt: skip
+        finally:
+            server.stop()
+        rows += [{**r, "server": f"ours-{backend}"} if r["server"] == "ours" else r for r in got]
+    limits["peers"] = peers_limit
     RESULTS.mkdir(exist_ok=True)
     when = time.strftime("%Y-%m-%d %H:%M")
     (RESULTS / "peers.json").write_text(json.dumps({"when": when, "rows": rows, "limits": limits,

@@ -283,19 +283,23 @@ async def _echo_server(port: int) -> None:
 
 
 def inprocess(model_dir: str, seconds: float, texts_file: str | None = None) -> dict[str, Any]:
-    """Same model, same texts, no HTTP: tokenize + forward per batch, in this (pinned) process.
+    """Same model, same texts, no HTTP: tokenize + forward per batch, in this (pinned) process, on the
+    backend the service would use (SENTIMENT_BACKEND, default auto; model/backends.py).
     `texts_file`: one text per line instead of bench/texts.py's mix (bench/peers_bench.py)."""
     import torch
 
     from core.batcher import Batcher
-    from core.engine import make_infer
     from model.artifact import load_artifact
+    from model.backends import load_runner
 
     torch.set_num_threads(1)
     artifact = load_artifact(model_dir)
     texts = load_texts() if texts_file is None else Path(texts_file).read_text().split("\n")
     texts = [t.strip() for t in texts if t.strip()]
-    batcher = Batcher(make_infer(artifact))
+    runner = load_runner(artifact, os.environ.get("SENTIMENT_BACKEND", "auto"), 1)  # type: ignore[arg-type]
+    batcher = Batcher(
+        runner.probabilities, split_pad_ratio=runner.split_pad_ratio, split_min_size=runner.split_min_size
+    )
     out: dict[str, Any] = {"direct": {}, "server_path": {}}
     rng = random.Random(1)
     for b in CEILING_BATCHES:
@@ -304,7 +308,7 @@ def inprocess(model_dir: str, seconds: float, texts_file: str | None = None) -> 
         batches = [rng.sample(texts, b) for _ in range(200)]
 
         def direct(batch: list[str]) -> None:
-            artifact.predict_proba(batch)
+            runner.probabilities(artifact.tokenize(batch)[0])
 
         def server_path(batch: list[str]) -> None:
             # What the service does per batch: tokenize, sort longest first, split, forward in the

@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from core.explain import ExplainJob, ExplainLane
 from core.metrics import Metrics
 from core.settings import EngineSettings
 from model.artifact import Artifact, ArtifactError, load_artifact
+from model.backends import BackendChoice, BackendUnavailable, Runner, load_runner
 from model.labels import UNKNOWN, polarity, polarity_weights
 from model.readability import Readability
 
@@ -46,6 +48,7 @@ class ActiveModel:
     texts also scores them (jobs carry `infer`) and names itself in the response."""
 
     artifact: Artifact
+    runner: Runner  # where its forward passes run (model/backends.py)
     infer: InferFn
     identity: dict[str, str]
     labels: list[str]
@@ -124,11 +127,11 @@ class Engine:
         self.torch_threads = settings.resolved_torch_threads()
         torch.set_num_threads(self.torch_threads)
         try:
-            artifact = await loop.run_in_executor(None, load_artifact, settings.model_dir)
-        except ArtifactError as e:
+            artifact, runner = await loop.run_in_executor(None, self.load, settings.model_dir)
+        except (ArtifactError, BackendUnavailable) as e:
             log.critical("start-up failed: %s", e)
             raise
-        infer = self.infer_for(artifact)
+        infer = self.infer_for(artifact, runner)
         batcher = Batcher(
             infer,
             max_batch_size=settings.max_batch_size,
@@ -137,18 +140,20 @@ class Engine:
             coalesce=settings.coalesce_fraction,
             max_queue_texts=settings.max_queue_texts,
             metrics=self.metrics,
+            split_pad_ratio=runner.split_pad_ratio,
+            split_min_size=runner.split_min_size,
         )
         if settings.warmup:
             seconds = await loop.run_in_executor(None, warm_up, batcher, artifact, settings)
             log.info("warm-up done in %.2f s", seconds)
         self.batcher = batcher
-        identity = self.activate(artifact, infer).identity
+        identity = self.activate(artifact, runner, infer).identity
         batcher.start()
         self.phase = Phase.READY
         log.info(
-            "ready: model %s %s from %s, torch threads %d, max batch %d",
-            identity["name"], identity["version"], artifact.path, self.torch_threads,
-            settings.max_batch_size,
+            "ready: model %s %s from %s, backend %s (SENTIMENT_BACKEND=%s), %d threads, max batch %d",
+            identity["name"], identity["version"], artifact.path, runner.name, settings.backend,
+            self.torch_threads, settings.max_batch_size,
         )  # fmt: skip
 
     async def close(self) -> None:
@@ -157,18 +162,27 @@ class Engine:
         if self.batcher is not None:
             await self.batcher.close(self.settings.shutdown_grace_s)
 
-    def infer_for(self, artifact: Artifact) -> InferFn:
-        infer = make_infer(artifact)
+    def load(self, path: Path) -> tuple[Artifact, Runner]:
+        """Load and verify an artifact and prepare its backend (SENTIMENT_BACKEND); blocking, for a
+        worker thread. Raises ArtifactError, or BackendUnavailable when a requested backend is not
+        installed."""
+        artifact = load_artifact(path)
+        backend: BackendChoice = self.settings.backend
+        return artifact, load_runner(artifact, backend, self.torch_threads or 1)
+
+    def infer_for(self, artifact: Artifact, runner: Runner) -> InferFn:
+        infer = make_infer(runner)
         if self.infer_wrapper is not None:
             infer = self.infer_wrapper(infer, artifact)
         return infer
 
-    def activate(self, artifact: Artifact, infer: InferFn) -> ActiveModel:
+    def activate(self, artifact: Artifact, runner: Runner, infer: InferFn) -> ActiveModel:
         """Make `artifact` the serving model, in one step on the event loop (no await): requests
         that already hold the previous ActiveModel finish with it."""
         old = self.active
         active = ActiveModel(
             artifact,
+            runner,
             infer,
             {"name": str(artifact.meta["name"]), "version": str(artifact.meta["version"])},
             artifact.labels,
@@ -178,6 +192,8 @@ class Engine:
         self.active = active
         if self.batcher is not None:
             self.batcher.max_batch_tokens = batch_tokens(self.settings, artifact)
+            self.batcher.split_pad_ratio = runner.split_pad_ratio
+            self.batcher.split_min_size = runner.split_min_size
             self.batcher.set_infer(infer)
         info = self.metrics.model_info
         if old is not None and old.identity != active.identity:
@@ -383,11 +399,11 @@ def batch_tokens(settings: EngineSettings, artifact: Artifact) -> int:
     return settings.max_batch_size * artifact.max_length
 
 
-def make_infer(artifact: Artifact) -> InferFn:
-    def infer(ids: list[list[int]]) -> list[list[float]]:
-        return artifact.probabilities(ids).tolist()
-
-    return infer
+def make_infer(model: Artifact | Runner) -> InferFn:
+    """The batcher's inference function: an artifact's TorchScript model, or a backend's runner."""
+    if isinstance(model, Artifact):
+        return lambda ids: model.probabilities(ids).tolist()
+    return model.probabilities
 
 
 def warmup_shapes(max_batch_size: int, max_length: int) -> list[tuple[int, int]]:

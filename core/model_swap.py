@@ -5,8 +5,9 @@ warm it up, then swap without dropping a request.
 2. Which artifact: the request's `model_dir` (relative to the model root, and never outside it), or
    else SENTIMENT_MODEL_DIR with its `latest` pointer resolved again now.
 3. The same directory with the same checksums as the serving model: nothing to do (`changed: false`).
-4. `load_artifact` in a worker thread (every sha256 verified, TorchScript and JSON only) while the
-   old model keeps serving; any ArtifactError is a 422 naming the file and the problem.
+4. `Engine.load` in a worker thread (every sha256 verified, TorchScript and JSON only; the backend
+   of SENTIMENT_BACKEND prepared and, for ONNX Runtime, checked against TorchScript) while the old
+   model keeps serving; any ArtifactError is a 422 naming the file and the problem.
 5. Its labels must equal the serving model's (clients rely on them): else 409.
 6. A smoke prediction, then the warm-up shapes (SENTIMENT_WARMUP), each as its own call in the
    inference thread, so served batches run between them instead of waiting for the whole warm-up.
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.engine import warm_up
 from core.errors import EngineError, IncompatibleArtifact, InvalidArtifact, InvalidInput, ShuttingDown
-from model.artifact import META_FILE, Artifact, ArtifactError, load_artifact, read_meta, resolve_artifact_dir
+from model.artifact import META_FILE, Artifact, ArtifactError, read_meta, resolve_artifact_dir
 
 if TYPE_CHECKING:
     from core.engine import Engine
@@ -122,7 +123,7 @@ async def _reload(engine: Engine, model_dir: str | None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     try:
-        artifact = await loop.run_in_executor(None, load_artifact, path)
+        artifact, runner = await loop.run_in_executor(None, engine.load, path)
     except ArtifactError as e:
         raise invalid(e) from None
     seconds["load"] = time.perf_counter() - t0
@@ -132,7 +133,7 @@ async def _reload(engine: Engine, model_dir: str | None) -> dict[str, Any]:
             "clients rely on the labels, so changing them needs a restart. The current model keeps serving",
         )
 
-    infer = engine.infer_for(artifact)
+    infer = engine.infer_for(artifact, runner)
     t0 = time.perf_counter()
     try:
         ids = sorted(artifact.tokenize(SMOKE_TEXTS)[0], key=len, reverse=True)
@@ -148,7 +149,7 @@ async def _reload(engine: Engine, model_dir: str | None) -> dict[str, Any]:
 
     if not engine.ready:  # shutdown began while loading: nothing to swap into
         raise ShuttingDown("the server began shutting down during the reload; the model was not swapped")
-    new = engine.activate(artifact, infer)
+    new = engine.activate(artifact, runner, infer)
     log.info(
         "model reloaded: %s %s -> %s %s from %s (load %.2f s, smoke %.3f s, warm-up %.2f s)",
         *old.identity.values(), *new.identity.values(), path, *seconds.values(),

@@ -59,8 +59,17 @@ class EngineSettings(BaseModel):
         8192, ge=1, description="occlusion sequences of explain requests waiting; beyond it they get 503"
     )
     # runtime
+    backend: Literal["auto", "torchscript", "onnxruntime"] = Field(
+        "auto",
+        description="where the forward pass runs: TorchScript (the artifact's model.pt), or ONNX Runtime on "
+        "a graph derived from its weights and checked against it at load (model/backends.py); auto: ONNX "
+        "Runtime when installed and in agreement, else TorchScript",
+    )
     torch_threads: int = Field(
-        0, ge=0, description="torch intra-op threads; 0: the CPUs this process may run on, divided by workers"
+        0,
+        ge=0,
+        description="intra-op threads of the backend (torch or onnxruntime); 0: the CPUs this process may "
+        "run on, divided by workers",
     )
     workers: int = Field(1, ge=1, description="uvicorn worker processes, each with its own model and batcher")
     warmup: bool = Field(True, description="run the batch shapes the batcher will use before reporting ready")

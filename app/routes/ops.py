@@ -83,6 +83,7 @@ async def info(engine: ReadyEngineDep, s: SettingsDep) -> Response:
                 "max_queue_texts": s.max_queue_texts,
                 "torch_threads": engine.torch_threads,
             },
+            "backend": {"name": active.runner.name, "requested": s.backend},
         }
     )
 
