@@ -544,7 +544,8 @@ class JsonLinesWriter(Writer):
 
 class ParquetWriter(Writer):
     """Part files in `<output>.parts/`, each closed (and so complete) at a commit; joined into the
-    output at the end. Parts of at least `part_rows` rows keep commits and row groups large."""
+    output at the end. A part holds `part_windows` windows (64 of 1,024 rows by default), so row groups
+    are large; a killed run redoes at most that many."""
 
     def __init__(
         self,
@@ -554,7 +555,7 @@ class ParquetWriter(Writer):
         prefix: str,
         keep: str | None,
         committed: Committed | None,
-        part_rows: int = 65_536,
+        part_windows: int = 64,
     ) -> None:
         pa = import_pyarrow()
         self._pa = pa
@@ -565,7 +566,7 @@ class ParquetWriter(Writer):
         self._keep = keep
         self._result_fields = [pa.field(prefix + name, kinds[kind]) for name, kind in result_fields(labels)]
         self.schema = pa.schema(kept + self._result_fields)
-        self._part_rows = part_rows
+        self._part_windows = part_windows
         if committed is None:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
             self.parts = 0
@@ -582,7 +583,7 @@ class ParquetWriter(Writer):
                 )
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self._writer: Any = None
-        self._rows = 0
+        self._windows = 0  # written since the last commit
 
     @staticmethod
     def _part_name(k: int) -> str:
@@ -590,6 +591,7 @@ class ParquetWriter(Writer):
 
     def write(self, window: Window, outcomes: Sequence[ResultRow | None]) -> None:
         pa = self._pa
+        self._windows += 1
         mask = [r is not None for r in outcomes]
         results = [r for r in outcomes if r is not None]
         if not results:
@@ -607,17 +609,18 @@ class ParquetWriter(Writer):
             self._tmp = self.parts_dir / (self._part_name(self.parts) + ".tmp")
             self._writer = pq.ParquetWriter(self._tmp, self.schema)
         self._writer.write_table(table)
-        self._rows += len(results)
 
     def commit(self, final: bool = False) -> Committed | None:
-        if self._writer is not None and (final or self._rows >= self._part_rows):
+        """A commit point once `part_windows` windows are written (or at the end): the part is closed
+        and renamed into place."""
+        if not final and self._windows < self._part_windows:
+            return None if self._windows else {"parts": self.parts}
+        if self._writer is not None:
             self._writer.close()
             self._writer = None
             os.replace(self._tmp, self.parts_dir / self._part_name(self.parts))
             self.parts += 1
-            self._rows = 0
-        elif not final:
-            return None
+        self._windows = 0
         return {"parts": self.parts}
 
     def finish(self) -> None:
