@@ -42,9 +42,9 @@ def parser() -> argparse.ArgumentParser:
         "(pip install 'sentiment-service[ray]'). More: docs/BULK_SCORING.md",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", type=Path, help="the file to score")
+    p.add_argument("input", help="the file to score (with --engine ray also a URI such as s3://bucket/x.parquet)")
     io = p.add_argument_group("input and output")
-    io.add_argument("-o", "--output", type=Path,
+    io.add_argument("-o", "--output",
                     help="where to write (default: INPUT's name with .scored before the extension, e.g. "
                     "reviews.scored.csv); same format as the input. With --engine ray: a directory, "
                     "Parquet unless the name ends in .jsonl")  # fmt: skip
@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             summary_lines = run_ray(args, config)
         else:
             source = detect(args.input, args.format)
-            output = args.output or default_output(source)
+            output = Path(args.output) if args.output else default_output(source)
             opts = RunOptions(
-                input=args.input,
+                input=Path(args.input),
                 output=output,
                 errors=args.errors or output.with_name(output.name + ".errors.jsonl"),
                 text_column=args.text_column,

@@ -95,6 +95,14 @@ def detect(path: str | Path, fmt: str | None = None) -> FileSpec:
     return FileSpec(p, fmt, gz)
 
 
+def known_suffix(path: str | Path) -> bool:
+    """Whether the name tells the format (.csv, .tsv, .jsonl, .parquet, ... with or without .gz)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    return bool(suffixes) and suffixes[-1] in _SUFFIXES
+
+
 def default_output(spec: FileSpec) -> Path:
     """reviews.csv.gz -> reviews.scored.csv.gz, beside the input."""
     name = spec.path.name

@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from scoring import journal
-from scoring.formats import ErrorLog, FileSpec, FormatError, Window, detect, open_reader, open_writer
+from scoring.formats import (
+    ErrorLog,
+    FileSpec,
+    FormatError,
+    Window,
+    detect,
+    known_suffix,
+    open_reader,
+    open_writer,
+)
 from scoring.options import RunOptions, ScorerConfig
 from scoring.progress import Progress
 
@@ -134,7 +143,7 @@ def _check_fresh(opts: RunOptions, output: FileSpec, journal_file: Path) -> None
 def run(opts: RunOptions) -> Summary:
     t0 = time.monotonic()
     source = detect(opts.input, opts.input_format)
-    target = detect(opts.output, opts.input_format)
+    target = detect(opts.output, None if known_suffix(opts.output) else opts.input_format)
     if target.path.resolve() == source.path.resolve():
         raise RunError(f"{target.path}: the output would overwrite the input; name another output")
     journal_file = journal.journal_path(target.path)
@@ -207,9 +216,7 @@ def _score(
     state.output = writer.commit()
     state.errors_bytes = errors.commit()
     save()
-    progress = Progress(
-        done=counts.read, fraction=0.0, every_s=opts.progress_every_s, enabled=opts.progress
-    )
+    progress = Progress(done=counts.read, every_s=opts.progress_every_s, enabled=opts.progress)
     in_flight: deque[tuple[Window, Future[Any] | None]] = deque()
     limit = 2 * max(1, workers.workers)
 

@@ -63,12 +63,11 @@ class ScoreBatches:
         return kept
 
 
-def _read(ray: Any, path: Path, fmt: str, text_column: str) -> Any:
+def _read(ray: Any, paths: str, fmt: str | None, text_column: str) -> Any:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    spec = detect(path, fmt)
-    paths = str(path)
+    spec = detect(paths, fmt)
     if spec.format == "parquet":
         return ray.data.read_parquet(paths)
     if spec.format == "jsonl":
@@ -119,9 +118,10 @@ def run_ray(args: argparse.Namespace, config: ScorerConfig) -> list[str]:
         raise RunError("--engine ray writes a directory of files: name it with -o (e.g. -o scored.parquet)")
     if args.resume:
         raise RunError("--resume is for the local engine; Ray retries failed tasks itself")
-    out = Path(args.output)
-    as_json = out.name.endswith((".jsonl", ".json"))
-    if out.exists() and not args.overwrite:
+    out = str(args.output)  # a path, or a URI (s3://, gs://, ...) that Path would mangle
+    local_out = None if "://" in out else Path(out)
+    as_json = out.endswith((".jsonl", ".json"))
+    if local_out is not None and local_out.exists() and not args.overwrite:
         raise RunError(f"{out} exists (--overwrite replaces it)")
     model_dir = config.model_dir.resolve() if config.model_dir.exists() else config.model_dir
     config = ScorerConfig(model_dir, config.long_text, config.max_chunks, config.max_chars, config.batch_size)
@@ -143,19 +143,19 @@ def run_ray(args: argparse.Namespace, config: ScorerConfig) -> list[str]:
         cpus = ray.cluster_resources().get("CPU", 1)
         concurrency = args.concurrency or max(1, int((cpus - 1) // args.num_cpus))
         t0 = time.monotonic()
-        ds = _read(ray, Path(args.input), args.format, args.text_column)
+        ds = _read(ray, str(args.input), args.format, args.text_column)
         scored = score_dataset(
             ds, config, text_column=args.text_column, id_column=args.id_column, prefix=args.prefix,
             concurrency=concurrency, num_cpus=args.num_cpus, batch_size=args.window,
         )  # fmt: skip
-        if out.exists():
+        if local_out is not None and local_out.exists():
             import shutil
 
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+            shutil.rmtree(local_out) if local_out.is_dir() else local_out.unlink()
         if as_json:
-            scored.write_json(str(out))
+            scored.write_json(out)
         else:
-            scored.write_parquet(str(out))
+            scored.write_parquet(out)
         seconds = time.monotonic() - t0
         return summary(ray, out, as_json, args.prefix, seconds, concurrency)
     finally:
@@ -163,10 +163,10 @@ def run_ray(args: argparse.Namespace, config: ScorerConfig) -> list[str]:
             ray.shutdown()
 
 
-def summary(ray: Any, out: Path, as_json: bool, prefix: str, seconds: float, concurrency: int) -> list[str]:
+def summary(ray: Any, out: str, as_json: bool, prefix: str, seconds: float, concurrency: int) -> list[str]:
     """Counts read back from the output (only its label and error columns, for Parquet)."""
     columns = [prefix + "label", prefix + ERROR_COLUMN]
-    ds = ray.data.read_json(str(out), lines=True) if as_json else ray.data.read_parquet(str(out))
+    ds = ray.data.read_json(out, lines=True) if as_json else ray.data.read_parquet(out)
     counts: dict[str, int] = {}
     failed = 0
     for batch in ds.select_columns(columns).iter_batches(batch_format="pyarrow", batch_size=65_536):
