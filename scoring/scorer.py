@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from typing import Any
 
 import torch
@@ -99,11 +101,20 @@ _scorer: Scorer | None = None
 _failed: BaseException | None = None
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose main process was killed (SIGKILL, out of memory) would wait for work forever,
+    holding its model: it exits once it has been orphaned."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def init_worker(config: ScorerConfig) -> None:
     """ProcessPoolExecutor initializer: load the artifact once. A failure is kept and raised by the
     first task, so the main process gets the ArtifactError's message rather than a broken pool."""
     global _scorer, _failed
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         _scorer = Scorer(config)
     except BaseException as e:

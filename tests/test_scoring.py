@@ -305,9 +305,15 @@ def test_killed_run_resumes_with_no_row_lost_or_written_twice(
         time.sleep(0.02)
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
             committed = json.loads(journal.read_text())["records"]
+    workers = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 0 < committed < len(texts), "the run was not killed midway"
+    assert workers, "the run had no worker process"
+    gone_by = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "orphaned workers kept running"
     if not name.endswith(".parquet"):
         with open(out, "ab") as f:
             f.write(b"r99999,half a row")  # a torn write after the last commit
@@ -321,6 +327,19 @@ def test_killed_run_resumes_with_no_row_lost_or_written_twice(
     assert [r["id"] for r in rows] == expected  # every row once, in order
     assert _errors(out.with_name(out.name + ".errors.jsonl"))[0]["reason"].startswith("empty_text")
     assert not journal.exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
 
 
 def test_resume_refuses_another_input_or_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
