@@ -502,8 +502,8 @@ def report(results: dict[str, Any]) -> None:
     if sa:
         m, lim = sa["ways"]["score-w2"], sa["limit"]["rows_per_s"]
         lines.append(
-            f"- short texts ({m['rows']:,} rows), score with 2 workers: {m['rows_per_s'] / (2 * lim):.0%} of 2 × "
-            "the "
+            f"- short texts ({m['rows']:,} rows), score with 2 workers: "
+            f"{m['rows_per_s'] / (2 * lim):.0%} of 2 × the "
             f"single-thread batch-64 limit (target ≥ 85 %); peak RSS {m['peak_rss_mb']:,.0f} MB "
             "(target ≤ 1,536 MB)"
         )
@@ -516,8 +516,8 @@ def report(results: dict[str, Any]) -> None:
     if sc:
         m, lim = sc["ways"]["ray"], sc["limit"]["rows_per_s"]
         lines.append(
-            f"- short texts ({m['rows']:,} rows), Ray Data on 2 CPUs: {m['rows_per_s'] / (2 * lim):.0%} of 2 × "
-            "the limit "
+            f"- short texts ({m['rows']:,} rows), Ray Data on 2 CPUs: "
+            f"{m['rows_per_s'] / (2 * lim):.0%} of 2 × the limit "
             "(target ≥ 70 %)"
         )
     rs = results.get("resume")
