@@ -48,6 +48,8 @@ COPY model ./model
 COPY training ./training
 COPY core ./core
 COPY app ./app
+# sentiment-score (bulk scoring of CSV/JSON Lines files; Parquet needs the `scoring` extra, not installed here)
+COPY scoring ./scoring
 # No build isolation: builds with the locked setuptools instead of fetching the newest one.
 RUN pip install --no-deps --no-build-isolation .
 

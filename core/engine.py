@@ -71,6 +71,70 @@ def label_fields(row: list[float], labels: list[str], weights: list[float] | Non
     }
 
 
+def active_model(artifact: Artifact, runner: Runner, infer: InferFn) -> ActiveModel:
+    """The ActiveModel of a loaded artifact: what rendering a prediction needs besides the rows."""
+    return ActiveModel(
+        artifact,
+        runner,
+        infer,
+        {"name": str(artifact.meta["name"]), "version": str(artifact.meta["version"])},
+        artifact.labels,
+        Readability.of(artifact.tokenizer, **artifact.meta.get("readability", {})),
+        polarity_weights(artifact.labels),
+    )
+
+
+def readable_flags(model: ActiveModel, plan: long_text.Plan) -> list[bool]:
+    """Per text of the plan: whether the model can read the pieces its score comes from."""
+    ids, readability = plan.ids, model.readability
+    return [readability.readable(ids[j] for j in t.chunk_pieces) for t in plan.texts]
+
+
+def predictions(
+    model: ActiveModel,
+    rows: list[list[float]],
+    truncated: list[bool],
+    *,
+    chunks: list[int] | None = None,
+    extra: list[dict[str, Any]] | None = None,
+    readable: list[bool] | None = None,
+) -> list[dict[str, Any]]:
+    """One prediction per text, as /predict answers it (Engine.render; scoring/ for files)."""
+    labels, weights = model.labels, model.polarity_weights
+    preds = []
+    for i, (row, cut) in enumerate(zip(rows, truncated, strict=True)):
+        pred = label_fields(row, labels, weights)
+        pred["truncated"] = cut
+        pred["chunks"] = chunks[i] if chunks is not None else 1
+        if readable is not None and not readable[i]:
+            pred.update(label=UNKNOWN, score=None, polarity=None, warnings=[UNREADABLE])
+        else:
+            pred["warnings"] = []
+        if extra is not None:
+            pred.update(extra[i])
+        preds.append(pred)
+    return preds
+
+
+def text_problem(text: str, max_chars: int, limit_name: str) -> tuple[str, str] | None:
+    """(kind, message) when a text cannot be scored as given, else None. `limit_name` names the setting
+    behind max_chars in the message (an environment variable, a command-line flag)."""
+    if len(text) > max_chars:
+        return (
+            "text_too_long",
+            f"{len(text)} characters; at most {max_chars} per text ({limit_name}={max_chars})",
+        )
+    if not text or text.isspace():
+        return "empty_text", "the text is empty or only whitespace; send some words"
+    if not text.isascii() and _SURROGATE.search(text):
+        # A "\ud800" escape is valid JSON but not Unicode; the tokenizer would raise.
+        return (
+            "invalid_unicode",
+            "contains an unpaired surrogate (a \\ud800-\\udfff escape); send valid Unicode text",
+        )
+    return None
+
+
 class Phase(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
@@ -180,15 +244,7 @@ class Engine:
         """Make `artifact` the serving model, in one step on the event loop (no await): requests
         that already hold the previous ActiveModel finish with it."""
         old = self.active
-        active = ActiveModel(
-            artifact,
-            runner,
-            infer,
-            {"name": str(artifact.meta["name"]), "version": str(artifact.meta["version"])},
-            artifact.labels,
-            Readability.of(artifact.tokenizer, **artifact.meta.get("readability", {})),
-            polarity_weights(artifact.labels),
-        )
+        active = active_model(artifact, runner, infer)
         self.active = active
         if self.batcher is not None:
             self.batcher.max_batch_tokens = batch_tokens(self.settings, artifact)
@@ -218,19 +274,7 @@ class Engine:
         (model/readability.py), which gets the label "unknown" and no score or polarity."""
         model = model or self.active
         assert model is not None  # only called once a model is active
-        labels, weights = model.labels, model.polarity_weights
-        preds = []
-        for i, (row, cut) in enumerate(zip(rows, truncated, strict=True)):
-            pred = label_fields(row, labels, weights)
-            pred["truncated"] = cut
-            pred["chunks"] = chunks[i] if chunks is not None else 1
-            if readable is not None and not readable[i]:
-                pred.update(label=UNKNOWN, score=None, polarity=None, warnings=[UNREADABLE])
-            else:
-                pred["warnings"] = []
-            if extra is not None:
-                pred.update(extra[i])
-            preds.append(pred)
+        preds = predictions(model, rows, truncated, chunks=chunks, extra=extra, readable=readable)
         return {"model": model.identity, "predictions": preds}
 
     # --- the /predict pipeline -------------------------------------------------------------------------
@@ -253,22 +297,11 @@ class Engine:
                 details=[{"loc": ["body", "texts"], "msg": "too many texts", "type": "too_many_texts"}],
             )
         problems: list[tuple[list[str | int], str, str]] = []
-        limit = s.max_chars_per_text
         for i, text in enumerate(texts):
-            if len(text) > limit:
-                msg = (
-                    f"{len(text)} characters; at most {limit} per text (SENTIMENT_MAX_CHARS_PER_TEXT={limit})"
-                )
-                kind = "text_too_long"
-            elif not text or text.isspace():
-                msg, kind = "the text is empty or only whitespace; send some words", "empty_text"
-            elif not text.isascii() and _SURROGATE.search(text):
-                # A "\ud800" escape is valid JSON but not Unicode; the tokenizer would raise.
-                msg = "contains an unpaired surrogate (a \\ud800-\\udfff escape); send valid Unicode text"
-                kind = "invalid_unicode"
-            else:
-                continue
-            problems.append((["body", "text"] if single else ["body", "texts", i], msg, kind))
+            problem = text_problem(text, s.max_chars_per_text, "SENTIMENT_MAX_CHARS_PER_TEXT")
+            if problem is not None:
+                kind, msg = problem
+                problems.append((["body", "text"] if single else ["body", "texts", i], msg, kind))
         if problems:
             raise InvalidInput(
                 "; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg, _ in problems),
@@ -364,7 +397,6 @@ class Pending:
         deadline = time.monotonic() + engine.settings.request_timeout_s
         rows = await self._wait(self._job, engine.settings.request_timeout_s)
         results = long_text.reassemble(self.plan, rows)
-        plan_ids, readability = self.plan.ids, active.readability
         out = engine.render(
             [r.row for r in results],
             [r.truncated for r in results],
@@ -373,7 +405,7 @@ class Pending:
             extra=long_text.sentence_fields(results, texts, active.labels, active.polarity_weights)
             if self.options.sentences
             else None,
-            readable=[readability.readable(plan_ids[j] for j in t.chunk_pieces) for t in self.plan.texts],
+            readable=readable_flags(active, self.plan),
         )
         if self.options.explain:
             assert engine.batcher is not None
