@@ -181,7 +181,8 @@ def _queue_full(scope: Scope) -> Response | None:
     state = getattr(scope.get("app"), "state", None)
     engine = getattr(state, "engine", None)
     batcher = getattr(engine, "batcher", None)
-    if batcher is None or not engine.ready or batcher.queued_texts < batcher.max_queue_texts:
+    if batcher is None or not engine.ready or not batcher.full:
         return None
-    error = Overloaded(overloaded_message(batcher.queued_texts, batcher.max_queue_texts))
+    small = batcher.queued_texts - batcher.bulk_queued  # the lane of small requests is full
+    error = Overloaded(overloaded_message(small, batcher.max_queue_texts))
     return engine_error_response(error, scope["state"]["request_id"], state.settings.retry_after_s)

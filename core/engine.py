@@ -17,14 +17,15 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from core import explain, long_text
-from core.batcher import Batcher, InferFn, Job
-from core.errors import ClientGone, InvalidInput, NotReady, ShuttingDown, TimedOut
+from core.batcher import Batcher, InferFn, Job, overloaded_message
+from core.errors import ClientGone, InvalidInput, NotReady, Overloaded, ShuttingDown, TimedOut
 from core.explain import ExplainJob, ExplainLane
 from core.metrics import Metrics
 from core.settings import EngineSettings
@@ -35,6 +36,9 @@ log = logging.getLogger("core.engine")
 # Test seam: wraps the model's inference function (e.g. to inject faults).
 InferWrapper = Callable[[InferFn, Artifact], InferFn]
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Requests with more characters are planned in the planner thread (Engine.planned_in_thread): ~2 ms of
+# tokenizing and layout, against ~0.03 ms for one review-length text.
+PLAN_INLINE_CHARS = 8192
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +85,8 @@ class Engine:
         self.torch_threads = 0
         # Admission of explain requests' occlusion sequences (core/explain.py): kept across model swaps.
         self.explain_lane = ExplainLane(settings.explain_queue_texts, settings.max_explain_backlog)
+        # Plans large requests (`submit_in_thread`) one at a time, off the event loop.
+        self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
 
     @property
     def ready(self) -> bool:
@@ -118,6 +124,8 @@ class Engine:
             coalesce=settings.coalesce_fraction,
             max_queue_texts=settings.max_queue_texts,
             metrics=self.metrics,
+            # Only chunks and sentences make a request bulk: a request of plain texts never is.
+            bulk_above=max(settings.max_batch_size, settings.max_texts_per_request),
         )
         if settings.warmup:
             seconds = await loop.run_in_executor(None, warm_up, batcher, artifact, settings)
@@ -137,6 +145,7 @@ class Engine:
         self.begin_drain()
         if self.batcher is not None:
             await self.batcher.close(self.settings.shutdown_grace_s)
+        self._planner.shutdown(wait=False, cancel_futures=True)
 
     def infer_for(self, artifact: Artifact) -> InferFn:
         infer = make_infer(artifact)
@@ -238,9 +247,16 @@ class Engine:
                 details=[{"loc": loc, "msg": msg, "type": kind} for loc, msg, kind in problems],
             )
 
+    def planned_in_thread(self, texts: Sequence[str]) -> bool:
+        """Whether planning these texts (tokenizing, chunks, sentences) is worth a thread: beyond
+        PLAN_INLINE_CHARS characters it takes milliseconds (~0.2 s for 64 × 10,000) that would stall
+        the event loop, and every other request with it."""
+        return sum(map(len, texts)) > PLAN_INLINE_CHARS
+
     def submit(self, texts: list[str], options: Options, *, single: bool = False) -> Pending:
-        """Stages plan and submit: check, tokenize into pieces and queue them as one batcher job.
-        Raises NotReady, ShuttingDown, InvalidInput or Overloaded at once."""
+        """Stages plan and submit, on the event loop: check, tokenize into pieces and queue them as one
+        batcher job. Raises NotReady, ShuttingDown, InvalidInput or Overloaded at once. For texts that
+        `planned_in_thread`, use `submit_in_thread`."""
         self.check_ready()
         self.check_limits(texts, single)
         # Read once: a reload may swap the model while this request waits; it is scored and labelled
@@ -250,25 +266,59 @@ class Engine:
         # Tokenized here, not in the batch worker: both cost the same CPU per text (within 2%,
         # bench/results/tokenize_placement.md), and here the batcher gets the exact token counts its
         # length sort and split need, while the inference thread only runs forward passes.
+        return self._enqueue(active, texts, options, self._plan(active, texts, options), False)
+
+    async def submit_in_thread(self, texts: list[str], options: Options, *, single: bool = False) -> Pending:
+        """`submit` for large requests: the cheap checks and an estimate of the pieces from the
+        character counts first (a request that would not fit in the queue of large requests now gets
+        503 before anything is tokenized), then the planning in the planner thread (one: large
+        requests are planned one at a time, beside the event loop, not on it)."""
+        self.check_ready()
+        self.check_limits(texts, single)
+        active, batcher = self.active, self.batcher
+        assert active is not None and batcher is not None
+        s = self.settings
+        max_length = active.artifact.max_length
+        estimate = long_text.estimate_pieces(
+            texts, max_length=max_length, mode=options.long_text, max_chunks=s.max_chunks_per_text
+        )
+        if batcher.is_bulk(estimate) and not batcher.bulk_room(estimate):
+            raise Overloaded(overloaded_message(batcher.bulk_queued, batcher.max_queue_texts, bulk=True))
+        loop = asyncio.get_running_loop()
+        plan = await loop.run_in_executor(self._planner, self._plan, active, texts, options)
+        self.check_ready()  # a drain may have begun meanwhile
+        return self._enqueue(active, texts, options, plan, True)
+
+    def _plan(self, active: ActiveModel, texts: Sequence[str], options: Options) -> long_text.Plan:
+        s = self.settings
         plan = long_text.plan(
             active.artifact.tokenizer,
             texts,
             max_length=active.artifact.max_length,
             mode=options.long_text,
             sentences=options.sentences,
-            max_chunks=self.settings.max_chunks_per_text,
+            max_chunks=s.max_chunks_per_text,
             fast=active.artifact.ascii_ids,
+            max_pieces=s.max_queue_texts,
         )
-        long_text.check_pieces(plan, self.settings.max_queue_texts)
+        if options.explain:
+            max_length = active.artifact.max_length
+            explain.check_cost(plan, s.max_explain_tokens, max_length, s.max_explain_sequences)
+        return plan
+
+    def _enqueue(
+        self, active: ActiveModel, texts: list[str], options: Options, plan: long_text.Plan, large: bool
+    ) -> Pending:
+        assert self.batcher is not None
         job = self.batcher.submit(plan.ids, active.infer)
-        return Pending(self, active, texts, options, plan, job)
+        return Pending(self, active, texts, options, plan, job, large)
 
 
 class Pending:
     """A submitted request: `await result()` for the rendered predictions, `drop()` when the caller has
     gone (its texts still queued never reach the model, and result() raises ClientGone)."""
 
-    __slots__ = ("_engine", "_gone", "_job", "active", "batch_ids", "options", "plan", "texts")
+    __slots__ = ("_engine", "_gone", "_job", "active", "batch_ids", "large", "options", "plan", "texts")
 
     def __init__(
         self,
@@ -278,8 +328,10 @@ class Pending:
         options: Options,
         plan: long_text.Plan,
         job: Job,
+        large: bool = False,
     ) -> None:
         self._engine, self.active, self.texts, self.options, self.plan = engine, active, texts, options, plan
+        self.large = large  # planned in the planner thread: so is its explanation
         self._job: Job | ExplainJob = job
         self._gone = False
         self.batch_ids: list[int] = job.batch_ids
@@ -338,9 +390,15 @@ class Pending:
         )
         if self.options.explain:
             assert engine.batcher is not None
-            job = explain.submit(
-                engine.explain_lane, engine.batcher, active, texts, self.plan, engine.settings
-            )
+            tokenizer, max_tokens = active.artifact.tokenizer, engine.settings.max_explain_tokens
+            chunks = explain.chunk_ids(self.plan)
+            if self.large:
+                items = await asyncio.get_running_loop().run_in_executor(
+                    engine._planner, explain.prepare, tokenizer, texts, max_tokens, chunks
+                )
+            else:
+                items = explain.prepare(tokenizer, texts, max_tokens, chunks)
+            job = explain.submit(engine.explain_lane, engine.batcher, active, items)
             await self._wait(job, max(0.0, deadline - time.monotonic()))
             self.batch_ids = sorted({*self.batch_ids, *job.batch_ids})
             # Each explanation is of the label the response gives (in chunk mode the first chunk's
@@ -352,8 +410,10 @@ class Pending:
 
 
 def batch_tokens(settings: EngineSettings, artifact: Artifact) -> int:
-    """The batcher's padded-token budget: a full batch of the longest pieces (none exceeds max_length)."""
-    return settings.max_batch_size * artifact.max_length
+    """The batcher's token budget: SENTIMENT_MAX_BATCH_TOKENS, but at least one piece of max_length.
+    Half a batch of the longest pieces by default: their forward pass takes half as long at the same
+    throughput (bench/results/reliability.md), so a short request behind them waits half as long."""
+    return max(settings.max_batch_tokens, artifact.max_length)
 
 
 def make_infer(artifact: Artifact) -> InferFn:

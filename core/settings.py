@@ -2,8 +2,8 @@
 
 Plain pydantic data with defaults that work; app/settings.py reads them (and the HTTP layer's own) from
 `SENTIMENT_*` environment variables. Two batching figures are derived rather than set:
-`explain_queue_texts` and, in core/engine.py, the batch token budget (`max_batch_size` × the model's
-`max_length`: no piece is longer, so the size alone bounds a batch)."""
+`explain_queue_texts` and, in core/engine.py, the batch token budget (`max_batch_tokens`, raised to
+the model's `max_length` when below it, so one piece always fits)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ class EngineSettings(BaseModel):
     )
     # batching
     max_batch_size: int = Field(64, ge=1, description="most texts in one forward pass (1 turns batching off)")
+    max_batch_tokens: int = Field(
+        4096,
+        ge=1,
+        description="most tokens in one forward pass (never below the model's max length): bounds how long "
+        "one batch takes, and so how long a short request waits behind long texts",
+    )
     max_wait_ms: float = Field(
         0.0, ge=0, description="hold a non-full batch open this long for more company (0: never wait)"
     )
@@ -54,6 +60,12 @@ class EngineSettings(BaseModel):
     # explanations (core/explain.py)
     max_explain_tokens: int = Field(
         64, ge=1, description="tokens explained per text (each costs one more sequence); later ones are not"
+    )
+    max_explain_sequences: int = Field(
+        2048,
+        ge=1,
+        description="sequences one explain request may cost (each text's pieces plus its explained tokens); "
+        "a request needing more gets 422 before any is run",
     )
     max_explain_backlog: int = Field(
         8192, ge=1, description="occlusion sequences of explain requests waiting; beyond it they get 503"

@@ -225,7 +225,11 @@ async def answer(
         batcher = engine.batcher
         assert batcher is not None  # check_ready passed
         deep = batcher.queued_texts >= batcher.max_batch_size  # read before this request joins
-        pending = engine.submit(texts, options, single=request.text is not None)
+        single = request.text is not None
+        if engine.planned_in_thread(texts):
+            pending = await engine.submit_in_thread(texts, options, single=single)
+        else:
+            pending = engine.submit(texts, options, single=single)
         watch = _DisconnectWatch(receive, pending, 0.0 if deep else WATCH_AFTER_S)
         try:
             out = await pending.result()
