@@ -13,13 +13,14 @@ settle into two half-size groups that alternate forever (measured with 64 client
 
 Fair sharing. A request with more pieces than one batch holds (64 texts of 10,000 characters are
 1,024 chunks; the engine's threshold is the larger of that and the texts a request may have) is
-*bulk*: it goes into its own lane, bounded in texts like the first, so it can never
-fill the room small requests need. Each batch takes the small requests first, oldest first and whole
+*bulk*: it goes into its own lane, bounded in texts too (`max_bulk_texts`), so it can never fill the
+room small requests need. Each batch takes the small requests first, oldest first and whole
 (up to 7/8 of the batch while bulk work waits, so bulk always progresses), then up to
 `bulk_share` pieces of each bulk request in turn, then fills what room is left from the oldest bulk
 request. A small request therefore waits for the batch computing now and is in the next one, however
-much bulk work is queued; `max_batch_tokens` bounds how long one batch takes (TEI bounds its batches
-by tokens the same way). Explain requests' occlusion sequences are bulk too (core/explain.py).
+much bulk work is queued. A batch holds at most a quarter of `max_batch_tokens` of bulk pieces, which
+bounds how long a batch takes while bulk work runs (TEI bounds its batches by tokens the same way).
+Explain requests' occlusion sequences are bulk too (core/explain.py).
 
 A request with more texts than fit in one batch spans several and is reassembled in order. A
 request that is dropped (client gone, timeout) gives its queue room back at once and its remaining
@@ -71,11 +72,15 @@ def split_by_length(lengths: Sequence[int], pad_ratio: float, min_size: int) -> 
     return cuts
 
 
-def overloaded_message(queued: int, max_queue_texts: int, bulk: bool = False) -> str:
-    lane = "queue of large requests" if bulk else "queue"
+def overloaded_message(queued: int, limit: int, bulk: bool = False) -> str:
+    if bulk:
+        return (
+            f"the server is at capacity for large requests ({queued} of {limit} pieces of large requests "
+            f"waiting; SENTIMENT_MAX_BULK_QUEUE_TEXTS={limit}); retry shortly"
+        )
     return (
-        f"the server is at capacity ({lane} full: {queued} of {max_queue_texts} texts waiting; "
-        f"SENTIMENT_MAX_QUEUE_TEXTS={max_queue_texts}); retry shortly"
+        f"the server is at capacity (queue full: {queued} of {limit} texts waiting; "
+        f"SENTIMENT_MAX_QUEUE_TEXTS={limit}); retry shortly"
     )
 
 
@@ -174,6 +179,7 @@ class Batcher:
         bulk_above: int | None = None,
         max_wait_ms: float = 0.0,
         max_queue_texts: int = 1024,
+        max_bulk_texts: int | None = None,
         metrics: Metrics | None = None,
         split_pad_ratio: float = 1.5,
         split_min_size: int = 8,
@@ -187,10 +193,15 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens  # tokens (not padding) in one batch
         # Pieces of each bulk request a batch takes in turn before filling up from the oldest one.
         self.bulk_share = bulk_share or max(1, max_batch_size // 8)
+        # Bulk pieces in one batch: at most a quarter of the token budget, so a batch holding them
+        # takes a quarter as long (at the same throughput: long pieces run as fast in batches of 16
+        # as of 64) and a small request arriving behind it waits that much less.
+        self.bulk_tokens = max(1, max_batch_tokens // 4)
         # A request with more texts than this is bulk (default: more than one batch holds).
         self.bulk_above = bulk_above or max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue_texts = max_queue_texts
+        self.max_bulk_texts = max_bulk_texts or max_queue_texts  # the bulk lane's bound
         self._metrics = metrics
         self._queue: deque[Job] = deque()
         self._queued = 0  # texts in the queue not yet handed to a batch
@@ -232,7 +243,7 @@ class Batcher:
 
     def bulk_room(self, pieces: int) -> bool:
         """Whether the bulk lane could take `pieces` more now (an empty lane takes any request)."""
-        return not self._bulk_queued or self._bulk_queued + pieces <= self.max_queue_texts
+        return not self._bulk_queued or self._bulk_queued + pieces <= self.max_bulk_texts
 
     def run_sync(self, ids: list[list[int]], infer: InferFn | None = None) -> list[list[float]]:
         """Run a batch (sorted longest first) in the inference thread, blocking: for warm-up (before
@@ -297,11 +308,13 @@ class Batcher:
         n = len(ids)
         if bulk is None:
             bulk = n > self.bulk_above
-        queued = self._bulk_queued if bulk else self._queued
-        if queued + n > self.max_queue_texts:
+        # An empty bulk lane takes any request: one larger than its bound is slow, not refused forever.
+        if (not self.bulk_room(n)) if bulk else self._queued + n > self.max_queue_texts:
             if self._metrics:
                 self._metrics.rejected_texts.labels("overloaded").inc(n)
-            raise Overloaded(overloaded_message(queued, self.max_queue_texts, bulk))
+            if bulk:
+                raise Overloaded(overloaded_message(self._bulk_queued, self.max_bulk_texts, bulk))
+            raise Overloaded(overloaded_message(self._queued, self.max_queue_texts))
         job = Job(self, ids, asyncio.get_running_loop().create_future(), infer or self._infer, bulk)
         if bulk:
             self._bulk.append(job)
@@ -392,15 +405,15 @@ class Batcher:
     def _take(self) -> _Batch | None:
         """The next batch: small requests from the head of their queue (FIFO, so long texts never
         starve), whole; then bulk requests in turn (`bulk_share` pieces each), then the room left
-        from the oldest bulk request. At most max_batch_size texts and max_batch_tokens tokens (but
-        always one text); sorted longest first so the packed LSTM needs no reordering and
-        split_by_length can cut them into passes of similar length."""
+        from the oldest bulk request, up to `bulk_tokens` of bulk pieces. At most max_batch_size
+        texts and max_batch_tokens tokens (but always one text); sorted longest first so the packed
+        LSTM needs no reordering and split_by_length can cut them into passes of similar length."""
         fill = _Fill(self.max_batch_size, self.max_batch_tokens)
         queue = self._queue
         bulk = self._bulk
-        if bulk:  # keep 1/8 of the batch for bulk work, so it progresses under any flood
+        if bulk:  # keep room for bulk work, so it progresses under any flood
             fill.size_limit -= max(1, self.max_batch_size // 8)
-            fill.token_limit -= self.max_batch_tokens // 8
+            fill.token_limit -= self.bulk_tokens
         while queue and not fill.full:
             job = queue[0]
             if job.next >= len(job.ids) or job.future.done():  # finished, dropped or cancelled
@@ -414,7 +427,8 @@ class Batcher:
                 queue.popleft()
         if bulk:
             fill.full = False
-            fill.size_limit, fill.token_limit = self.max_batch_size, self.max_batch_tokens
+            fill.size_limit = self.max_batch_size
+            fill.token_limit = min(self.max_batch_tokens, fill.tokens + self.bulk_tokens)
             stale = False
             for share in (self.bulk_share, self.max_batch_size):  # in turn, then fill up
                 for job in bulk:

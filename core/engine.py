@@ -11,10 +11,13 @@ exceptions of core/errors.py to statuses. Errors are raised, never answered, her
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -86,7 +89,9 @@ class Engine:
         # Admission of explain requests' occlusion sequences (core/explain.py): kept across model swaps.
         self.explain_lane = ExplainLane(settings.explain_queue_texts, settings.max_explain_backlog)
         # Plans large requests (`submit_in_thread`) one at a time, off the event loop.
-        self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
+        self._planner = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="planner", initializer=_lower_priority
+        )
 
     @property
     def ready(self) -> bool:
@@ -123,6 +128,7 @@ class Engine:
             max_wait_ms=settings.max_wait_ms,
             coalesce=settings.coalesce_fraction,
             max_queue_texts=settings.max_queue_texts,
+            max_bulk_texts=settings.max_bulk_queue_texts,
             metrics=self.metrics,
             # Only chunks and sentences make a request bulk: a request of plain texts never is.
             bulk_above=max(settings.max_batch_size, settings.max_texts_per_request),
@@ -283,7 +289,7 @@ class Engine:
             texts, max_length=max_length, mode=options.long_text, max_chunks=s.max_chunks_per_text
         )
         if batcher.is_bulk(estimate) and not batcher.bulk_room(estimate):
-            raise Overloaded(overloaded_message(batcher.bulk_queued, batcher.max_queue_texts, bulk=True))
+            raise Overloaded(overloaded_message(batcher.bulk_queued, batcher.max_bulk_texts, bulk=True))
         loop = asyncio.get_running_loop()
         plan = await loop.run_in_executor(self._planner, self._plan, active, texts, options)
         self.check_ready()  # a drain may have begun meanwhile
@@ -409,10 +415,25 @@ class Pending:
         return out
 
 
+def _lower_priority() -> None:
+    """The planner thread is background work: nice +10 (per thread on Linux), so that where it shares a
+    core with the event loop and the inference thread, they get the core first (measured with the server
+    on one CPU, bench/results/heavy_clients.md)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: only slower to yield
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def estimate_body_pieces(settings: EngineSettings, max_length: int, body_bytes: int) -> int:
+    """The pieces a /predict body of this many bytes likely makes (a character is at least a byte):
+    what RequestMiddleware checks against the bulk lane before reading the body."""
+    per_chunk = max_length * long_text.CHARS_PER_TOKEN
+    return min(settings.max_texts_per_request * settings.max_chunks_per_text, -(-body_bytes // per_chunk))
+
+
 def batch_tokens(settings: EngineSettings, artifact: Artifact) -> int:
-    """The batcher's token budget: SENTIMENT_MAX_BATCH_TOKENS, but at least one piece of max_length.
-    Half a batch of the longest pieces by default: their forward pass takes half as long at the same
-    throughput (bench/results/reliability.md), so a short request behind them waits half as long."""
+    """The batcher's token budget: SENTIMENT_MAX_BATCH_TOKENS, but at least one piece of max_length
+    (8192 by default: a full batch of 128-token pieces, so only bulk pieces are bounded by it, to a
+    quarter; core/batcher.py)."""
     return max(settings.max_batch_tokens, artifact.max_length)
 
 

@@ -24,10 +24,10 @@ class EngineSettings(BaseModel):
     # batching
     max_batch_size: int = Field(64, ge=1, description="most texts in one forward pass (1 turns batching off)")
     max_batch_tokens: int = Field(
-        4096,
+        8192,
         ge=1,
-        description="most tokens in one forward pass (never below the model's max length): bounds how long "
-        "one batch takes, and so how long a short request waits behind long texts",
+        description="most tokens in one forward pass (never below the model's max length); a quarter of it "
+        "for pieces of large requests, which bounds how long a short request waits behind them",
     )
     max_wait_ms: float = Field(
         0.0, ge=0, description="hold a non-full batch open this long for more company (0: never wait)"
@@ -41,6 +41,13 @@ class EngineSettings(BaseModel):
     )
     max_queue_texts: int = Field(
         1024, ge=1, description="texts waiting for inference; beyond this requests get 503 + Retry-After"
+    )
+    max_bulk_queue_texts: int = Field(
+        2048,
+        ge=1,
+        description="pieces of large requests (more pieces than a request may have texts: chunks, sentences, "
+        "explanations) waiting, in their own lane beside the queue (core/batcher.py); default: two requests "
+        "of 64 texts × 16 chunks; beyond it such requests get 503 + Retry-After",
     )
     # request limits
     max_texts_per_request: int = Field(64, ge=1, description="most texts in one request")

@@ -291,7 +291,7 @@ async def test_big_requests_cannot_fill_the_room_of_small_ones() -> None:
     running = batcher.submit(texts(0))
     await asyncio.sleep(0.01)
     big = batcher.submit(texts(*range(10, 18)))  # 8 texts > one batch: the bulk lane, now full
-    with pytest.raises(Overloaded, match="large requests"):
+    with pytest.raises(Overloaded, match="SENTIMENT_MAX_BULK_QUEUE_TEXTS=8"):
         batcher.submit(texts(*range(20, 25)))
     assert not batcher.full
     small = [batcher.submit(texts(i)) for i in range(1, 9)]  # the small requests' lane is untouched
