@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
+import itertools
 import logging
 import os
 import random
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,13 +35,21 @@ from core.errors import ClientGone, InvalidInput, NotReady, Overloaded, Shutting
 from core.explain import ExplainJob, ExplainLane
 from core.metrics import Metrics
 from core.settings import EngineSettings
-from model.artifact import Artifact, ArtifactError, load_artifact
+from model.artifact import Artifact, ArtifactError, load_artifact, read_allowlist
 
 log = logging.getLogger("core.engine")
 
 # Test seam: wraps the model's inference function (e.g. to inject faults).
 InferWrapper = Callable[[InferFn, Artifact], InferFn]
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What makes a text blank: whitespace, control characters (NUL included) and invisible format
+# characters (zero-width space and joiners, BOM, soft hyphen, direction marks). A text of only these
+# has no word to score (it was scored as [UNK], 0.88 positive): 422 like an empty one.
+_BLANK = "".join(
+    c
+    for c in map(chr, itertools.chain(range(0x20000), range(0xE0000, 0xE0080)))  # where all of them are
+    if c.isspace() or unicodedata.category(c) in ("Cc", "Cf")
+)
 # Requests with more characters are planned in the planner thread (Engine.planned_in_thread): ~2 ms of
 # tokenizing and layout, against ~0.03 ms for one review-length text.
 PLAN_INLINE_CHARS = 8192
@@ -102,7 +113,9 @@ class Engine:
         if self.phase is Phase.DRAINING:
             return False
         self.phase = Phase.DRAINING
-        log.info("draining: /ready is 503 and new requests are refused")
+        queued = self.batcher.queued_texts if self.batcher is not None else 0
+        fields = {"event": "drain", "queued_texts": queued}
+        log.info("draining: /ready is 503 and new requests are refused", extra={"fields": fields})
         return True
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -116,7 +129,10 @@ class Engine:
         self.torch_threads = settings.resolved_torch_threads()
         torch.set_num_threads(self.torch_threads)
         try:
-            artifact = await loop.run_in_executor(None, load_artifact, settings.model_dir)
+            allowed = model_allowlist(settings)
+            artifact = await loop.run_in_executor(
+                None, functools.partial(load_artifact, settings.model_dir, allowed=allowed)
+            )
         except ArtifactError as e:
             log.critical("start-up failed: %s", e)
             raise
@@ -149,8 +165,13 @@ class Engine:
     async def close(self) -> None:
         """Refuse new work, let queued work finish for up to shutdown_grace_s, then stop."""
         self.begin_drain()
+        t0 = time.perf_counter()
         if self.batcher is not None:
             await self.batcher.close(self.settings.shutdown_grace_s)
+        fields = {"event": "drained", "seconds": round(time.perf_counter() - t0, 3)}
+        log.info(
+            "drained: queued work finished or failed; the worker stopped", extra={"fields": fields}
+        )
         self._planner.shutdown(wait=False, cancel_futures=True)
 
     def infer_for(self, artifact: Artifact) -> InferFn:
@@ -238,8 +259,9 @@ class Engine:
                     f"{len(text)} characters; at most {limit} per text (SENTIMENT_MAX_CHARS_PER_TEXT={limit})"
                 )
                 kind = "text_too_long"
-            elif not text or text.isspace():
-                msg, kind = "the text is empty or only whitespace; send some words", "empty_text"
+            elif not text.strip(_BLANK):
+                msg = "the text is empty or only whitespace or invisible characters; send some words"
+                kind = "empty_text"
             elif not text.isascii() and _SURROGATE.search(text):
                 # A "\ud800" escape is valid JSON but not Unicode; the tokenizer would raise.
                 msg = "contains an unpaired surrogate (a \\ud800-\\udfff escape); send valid Unicode text"
@@ -413,6 +435,20 @@ class Pending:
             for pred, expl in zip(out["predictions"], job.explanations(active.labels, targets), strict=True):
                 pred["explanation"] = expl
         return out
+
+
+def model_allowlist(settings: EngineSettings) -> frozenset[str] | None:
+    """The digests of SENTIMENT_MODEL_ALLOWLIST (None when unset), read now. The list must not be in
+    the model folder: whoever can write a model there could then list it too."""
+    path = settings.model_allowlist
+    if path is None:
+        return None
+    if path.resolve().is_relative_to(settings.model_root().resolve()):
+        raise ArtifactError(
+            f"{path}: the model allow-list (SENTIMENT_MODEL_ALLOWLIST) is inside the model folder; keep it "
+            "where model files cannot be written, or it proves nothing"
+        )
+    return read_allowlist(path)
 
 
 def _lower_priority() -> None:

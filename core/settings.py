@@ -21,6 +21,12 @@ class EngineSettings(BaseModel):
         description="artifact directory, or a parent whose `latest` symlink points at one (default: the "
         "distilled SST-2 model shipped in the repository; `artifacts` serves your latest training run)",
     )
+    model_allowlist: Path | None = Field(
+        None,
+        description="a file, outside the model folder, listing the sha256 of every model.pt that may be "
+        "loaded (one per line; `sha256sum` output works). Loading a model runs its code: when set, any other "
+        "model is refused, at start-up and on reload, before it is loaded. Re-read on every reload",
+    )
     # batching
     max_batch_size: int = Field(64, ge=1, description="most texts in one forward pass (1 turns batching off)")
     max_batch_tokens: int = Field(
@@ -103,6 +109,14 @@ class EngineSettings(BaseModel):
                 f"max_queue_texts ({self.max_queue_texts})"
             )
         return self
+
+    def model_root(self) -> Path:
+        """The folder reloads may load from: model_dir, or its parent when it is itself an artifact
+        (then its siblings are the other versions)."""
+        d = self.model_dir
+        if (d / "meta.json").exists() and not (d / "latest").exists():
+            return d.parent
+        return d
 
     def resolved_torch_threads(self) -> int:
         if self.torch_threads:
