@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import enum
 import functools
-import itertools
 import logging
 import os
 import random
@@ -43,13 +42,19 @@ log = logging.getLogger("core.engine")
 InferWrapper = Callable[[InferFn, Artifact], InferFn]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # What makes a text blank: whitespace, control characters (NUL included) and invisible format
-# characters (zero-width space and joiners, BOM, soft hyphen, direction marks). A text of only these
-# has no word to score (it was scored as [UNK], 0.88 positive): 422 like an empty one.
-_BLANK = "".join(
-    c
-    for c in map(chr, itertools.chain(range(0x20000), range(0xE0000, 0xE0080)))  # where all of them are
-    if c.isspace() or unicodedata.category(c) in ("Cc", "Cf")
+# characters (zero-width space and joiners, BOM, soft hyphen, direction marks) of the Basic
+# Multilingual Plane. A text of only these has no word to score (it was scored as [UNK], 0.88
+# positive): 422 like an empty one. The BMP only, so that the OpenAPI schema's `pattern` can say the
+# same (app/openapi.py): astral format characters (Unicode tags, musical beams) are not blank.
+BLANK = "".join(
+    c for c in map(chr, range(0x10000)) if c.isspace() or unicodedata.category(c) in ("Cc", "Cf")
 )
+
+
+def is_blank(text: str) -> bool:
+    return not text.strip(BLANK)
+
+
 # Requests with more characters are planned in the planner thread (Engine.planned_in_thread): ~2 ms of
 # tokenizing and layout, against ~0.03 ms for one review-length text.
 PLAN_INLINE_CHARS = 8192
@@ -169,9 +174,7 @@ class Engine:
         if self.batcher is not None:
             await self.batcher.close(self.settings.shutdown_grace_s)
         fields = {"event": "drained", "seconds": round(time.perf_counter() - t0, 3)}
-        log.info(
-            "drained: queued work finished or failed; the worker stopped", extra={"fields": fields}
-        )
+        log.info("drained: queued work finished or failed; the worker stopped", extra={"fields": fields})
         self._planner.shutdown(wait=False, cancel_futures=True)
 
     def infer_for(self, artifact: Artifact) -> InferFn:
@@ -259,7 +262,7 @@ class Engine:
                     f"{len(text)} characters; at most {limit} per text (SENTIMENT_MAX_CHARS_PER_TEXT={limit})"
                 )
                 kind = "text_too_long"
-            elif not text.strip(_BLANK):
+            elif is_blank(text):
                 msg = "the text is empty or only whitespace or invisible characters; send some words"
                 kind = "empty_text"
             elif not text.isascii() and _SURROGATE.search(text):
@@ -296,11 +299,19 @@ class Engine:
         # length sort and split need, while the inference thread only runs forward passes.
         return self._enqueue(active, texts, options, self._plan(active, texts, options), False)
 
-    async def submit_in_thread(self, texts: list[str], options: Options, *, single: bool = False) -> Pending:
+    async def submit_in_thread(
+        self,
+        texts: list[str],
+        options: Options,
+        *,
+        single: bool = False,
+        abandoned: Callable[[], bool] = lambda: False,
+    ) -> Pending:
         """`submit` for large requests: the cheap checks and an estimate of the pieces from the
         character counts first (a request that would not fit in the queue of large requests now gets
         503 before anything is tokenized), then the planning in the planner thread (one: large
-        requests are planned one at a time, beside the event loop, not on it)."""
+        requests are planned one at a time, beside the event loop, not on it). `abandoned`: true once
+        the client has gone; then the request is not planned, or not queued (ClientGone)."""
         self.check_ready()
         self.check_limits(texts, single)
         active, batcher = self.active, self.batcher
@@ -313,11 +324,21 @@ class Engine:
         if batcher.is_bulk(estimate) and not batcher.bulk_room(estimate):
             raise Overloaded(overloaded_message(batcher.bulk_queued, batcher.max_bulk_texts, bulk=True))
         loop = asyncio.get_running_loop()
-        plan = await loop.run_in_executor(self._planner, self._plan, active, texts, options)
+        plan = await loop.run_in_executor(self._planner, self._plan, active, texts, options, abandoned)
         self.check_ready()  # a drain may have begun meanwhile
+        if abandoned():
+            raise ClientGone("the client disconnected before its request was queued")
         return self._enqueue(active, texts, options, plan, True)
 
-    def _plan(self, active: ActiveModel, texts: Sequence[str], options: Options) -> long_text.Plan:
+    def _plan(
+        self,
+        active: ActiveModel,
+        texts: Sequence[str],
+        options: Options,
+        abandoned: Callable[[], bool] = lambda: False,
+    ) -> long_text.Plan:
+        if abandoned():  # gone while waiting for the planner thread: no work for nobody
+            raise ClientGone("the client disconnected before its request was planned")
         s = self.settings
         plan = long_text.plan(
             active.artifact.tokenizer,

@@ -75,12 +75,14 @@ async def info(engine: ReadyEngineDep, s: SettingsDep) -> Response:
                 "request_timeout_s": s.request_timeout_s,
                 "long_text": s.long_text,
                 "max_chunks_per_text": s.max_chunks_per_text,
+                "max_explain_sequences": s.max_explain_sequences,
             },
             "batching": {
                 "max_batch_size": s.max_batch_size,
                 "max_batch_tokens": engine.batcher.max_batch_tokens,
                 "max_wait_ms": s.max_wait_ms,
                 "max_queue_texts": s.max_queue_texts,
+                "max_bulk_queue_texts": s.max_bulk_queue_texts,
                 "torch_threads": engine.torch_threads,
             },
         }
