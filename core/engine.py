@@ -337,13 +337,14 @@ class Engine:
         options: Options,
         abandoned: Callable[[], bool] = lambda: False,
     ) -> long_text.Plan:
-        if abandoned():  # gone while waiting for the planner thread: no work for nobody
+        if abandoned():  # the client left while this waited for the planner thread
             raise ClientGone("the client disconnected before its request was planned")
         s = self.settings
+        max_length = active.artifact.max_length
         plan = long_text.plan(
             active.artifact.tokenizer,
             texts,
-            max_length=active.artifact.max_length,
+            max_length=max_length,
             mode=options.long_text,
             sentences=options.sentences,
             max_chunks=s.max_chunks_per_text,
@@ -351,7 +352,6 @@ class Engine:
             max_pieces=s.max_queue_texts,
         )
         if options.explain:
-            max_length = active.artifact.max_length
             explain.check_cost(plan, s.max_explain_tokens, max_length, s.max_explain_sequences)
         return plan
 

@@ -76,7 +76,7 @@ def target_dir(settings: EngineSettings, model_dir: str | None) -> Path:
     root = model_root(settings).resolve()
     if model_dir is None:
         target = settings.model_dir  # its `latest` pointer is followed again now
-        shown = str(settings.model_dir)
+        shown = "SENTIMENT_MODEL_DIR"  # the operator's setting: not echoed (a host path)
     else:
         check_model_dir(model_dir)
         given = Path(model_dir)

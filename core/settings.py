@@ -114,6 +114,7 @@ class EngineSettings(BaseModel):
         """The folder reloads may load from: model_dir, or its parent when it is itself an artifact
         (then its siblings are the other versions)."""
         d = self.model_dir
+        # "meta.json": model/artifact.py's META_FILE (not imported: settings stay free of torch)
         if (d / "meta.json").exists() and not (d / "latest").exists():
             return d.parent
         return d
