@@ -4,6 +4,8 @@ connections beyond the cap are refused while the server keeps answering."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 import time
 import urllib.request
@@ -21,6 +23,7 @@ LIMITS = {
     "SENTIMENT_BODY_TIMEOUT_S": "1.5",
     "SENTIMENT_MAX_HEADER_BYTES": "8192",
     "SENTIMENT_MAX_CONNECTIONS": "24",
+    "SENTIMENT_API_KEY": "transport-test-key",
 }
 
 
@@ -127,3 +130,21 @@ def test_connections_beyond_the_cap_are_refused_and_the_server_keeps_answering(s
             sock.close()
     time.sleep(0.2)
     assert _health(server.port) < 1  # room again once they are gone
+
+
+def test_a_bad_model_dir_is_a_422_and_the_connection_keeps_working(server: Server) -> None:
+    """NUL or an over-long path part in /admin/reload's model_dir was a 500 that reset the keep-alive
+    connection: now a 422, and the next request on the same connection is answered."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    headers = {"Authorization": "Bearer transport-test-key", "Content-Type": "application/json"}
+    try:
+        for model_dir in ("\u0000", "a" * 300, "v1/" + "b" * 300):
+            conn.request("POST", "/admin/reload", body=json.dumps({"model_dir": model_dir}), headers=headers)
+            r = conn.getresponse()
+            body = json.loads(r.read())
+            assert r.status == 422 and body["error"]["code"] == "validation_error", body
+            conn.request("GET", "/health")  # the same connection
+            r = conn.getresponse()
+            assert r.status == 200 and json.loads(r.read()) == {"status": "ok"}
+    finally:
+        conn.close()
