@@ -46,9 +46,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # Multilingual Plane. A text of only these has no word to score (it was scored as [UNK], 0.88
 # positive): 422 like an empty one. The BMP only, so that the OpenAPI schema's `pattern` can say the
 # same (app/openapi.py): astral format characters (Unicode tags, musical beams) are not blank.
-BLANK = "".join(
-    c for c in map(chr, range(0x10000)) if c.isspace() or unicodedata.category(c) in ("Cc", "Cf")
-)
+BLANK = "".join(c for c in map(chr, range(0x10000)) if c.isspace() or unicodedata.category(c) in ("Cc", "Cf"))
 
 
 def is_blank(text: str) -> bool:

@@ -157,6 +157,7 @@ async def test_queue_depth_returns_to_zero_after_a_burst_of_disconnecting_client
                 await asyncio.sleep(0.1)
             assert depth == 0, f"{depth} texts still counted as queued after every client left"
             metrics = (await client.get("/metrics")).text
+
             # the burst really was cut short: texts of departed clients were dropped unrun, or (these
             # large requests are planned in the planner thread, watched from the start) never queued
             def count(name: str) -> float:
