@@ -59,7 +59,9 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol with a header size limit, header and body timeouts and a
+        # connection cap (SENTIMENT_MAX_HEADER_BYTES, ..._TIMEOUT_S, SENTIMENT_MAX_CONNECTIONS)
+        http="app.transport:GuardedHttpTools",
         lifespan="on",
         access_log=False,  # the app writes its own JSON line per request
         log_config=uvicorn_log_config(settings.log_level),

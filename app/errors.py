@@ -38,11 +38,15 @@ log = logging.getLogger("app.errors")
 _CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",  # app/transport.py
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "too_many_requests",  # nginx's rate and connection limits (deploy/nginx/nginx.conf)
+    431: "request_header_fields_too_large",  # app/transport.py
     500: "internal_error",
     503: "unavailable",
     504: "timeout",

@@ -36,16 +36,24 @@ class JsonFormatter(logging.Formatter):
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
 
 
+# Our loggers: the HTTP layer, the engine (batcher, reloads, drain) and artifact loading.
+LOGGERS = ("app", "core", "model")
+
+
 def configure_logging(level: str) -> None:
-    """JSON lines for `app.*`; idempotent (tests build many apps)."""
-    logger = logging.getLogger("app")
-    logger.setLevel(level.upper())
-    if not any(getattr(h, "_sentiment", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonFormatter())
-        handler._sentiment = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.propagate = False
+    """JSON lines at `level` for every logger under LOGGERS (`core.*` had no handler: its warnings went
+    out as plain text through Python's last-resort handler, and its info lines nowhere); idempotent
+    (tests build many apps). One object per line whatever a message holds: a newline in it is escaped,
+    so no client-supplied string can forge a log line."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level.upper())
+        if not any(getattr(h, "_sentiment", False) for h in logger.handlers):
+            handler = logging.StreamHandler()
+            handler.setFormatter(JsonFormatter())
+            handler._sentiment = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            logger.propagate = False
 
 
 def uvicorn_log_config(level: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import engine_error_response, error_body
 from app.routes.predict import endpoint as predict_endpoint
 from core.batcher import overloaded_message
+from core.engine import estimate_body_pieces
 from core.errors import Overloaded
 from core.metrics import Metrics
 
@@ -67,7 +68,7 @@ class RequestMiddleware:
                     await self._reject(too_large, rid, send_with_id)
                     return
                 if scope["method"] == "POST" and scope["path"] == "/predict":
-                    if (full := _queue_full(scope)) is not None:
+                    if (full := _queue_full(scope, content_length)) is not None:
                         await self._shed(full, send_with_id)
                     else:
                         await predict_endpoint(scope, receive, send_with_id)
@@ -169,19 +170,34 @@ class RequestMiddleware:
         return path if known else "unmatched"
 
 
-def _queue_full(scope: Scope) -> Response | None:
-    """The 503 `overloaded` response when /predict cannot admit even one more text, else None.
+def _queue_full(scope: Scope, content_length: bytes | None) -> Response | None:
+    """The 503 `overloaded` response when /predict cannot admit even one more text, or when the body
+    is so large that it will be bulk (core/batcher.py) and the bulk lane has no room for it, else None.
 
     Shedding here, before the body is parsed, validated and tokenized, is what keeps overload
     handling cheap: through the route a refusal cost ~0.45 ms of CPU, as much as the HTTP side of
     serving a request, so at 10x capacity the event loop took 91% of the core, accepted requests
     waited 15 s and throughput fell to 14%; here it costs ~0.07 ms (scripts/overload.py,
     docs/RELIABILITY.md). Every request holds at least one text, so it would be refused anyway
-    (an invalid one gets its 4xx on the retry)."""
+    (an invalid one gets its 4xx on the retry). A client resending 640 kB requests at once after each
+    503 cost ~4 ms of event loop per refusal when the body was read first (bench/results/heavy_clients.md)."""
     state = getattr(scope.get("app"), "state", None)
     engine = getattr(state, "engine", None)
     batcher = getattr(engine, "batcher", None)
-    if batcher is None or not engine.ready or batcher.queued_texts < batcher.max_queue_texts:
+    if batcher is None or not engine.ready:
         return None
-    error = Overloaded(overloaded_message(batcher.queued_texts, batcher.max_queue_texts))
+    if batcher.full:
+        small = batcher.queued_texts - batcher.bulk_queued  # the lane of small requests is full
+        error = Overloaded(overloaded_message(small, batcher.max_queue_texts))
+    elif batcher.bulk_queued and content_length is not None and len(content_length) >= 4:  # >= 1,000 bytes
+        try:
+            size = int(content_length)
+        except ValueError:
+            return None
+        estimate = estimate_body_pieces(engine.settings, engine.active.artifact.max_length, size)
+        if not batcher.is_bulk(estimate) or batcher.bulk_room(estimate):
+            return None
+        error = Overloaded(overloaded_message(batcher.bulk_queued, batcher.max_bulk_texts, bulk=True))
+    else:
+        return None
     return engine_error_response(error, scope["state"]["request_id"], state.settings.retry_after_s)

@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.schemas import ErrorResponse, error_example
 from app.settings import Settings
+from core.engine import BLANK
 from model.labels import UNKNOWN
 
 _RETRY_AFTER = {
@@ -122,11 +123,23 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-# "Not only whitespace" as app/routes/predict.py checks it (str.isspace), for the schema's `pattern`.
-# Spelled out, because JSON Schema's `\S` is ECMA-262's, which differs: it counts U+FEFF as whitespace
-# but not U+001C-U+001F or U+0085. The escapes mean the same in ECMA-262 and Python regexes.
-_WHITESPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-NOT_ONLY_WHITESPACE = f"[^{_WHITESPACE}]"
+def _char_class(chars: str) -> str:
+    """A regex character class body for `chars` (BMP): runs as ranges, every character as a \\uXXXX
+    escape, which means the same in ECMA-262 (JSON Schema's dialect) and Python."""
+    codes = sorted(map(ord, chars))
+    runs: list[list[int]] = []
+    for c in codes:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in runs)
+
+
+# "Not blank" as core/engine.py checks it (`is_blank`: not only whitespace, control and invisible
+# format characters), for the schema's `pattern`. Spelled out, because JSON Schema's `\S` is
+# ECMA-262's, which differs from Python's (U+FEFF, U+001C-U+001F, U+0085).
+NOT_ONLY_WHITESPACE = f"[^{_char_class(BLANK)}]"
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:

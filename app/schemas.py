@@ -335,15 +335,22 @@ class Limits(BaseModel):
     request_timeout_s: float = Field(description="requests waiting longer get 504")
     long_text: str = Field(description="default `long_text` mode: truncate or chunk", examples=["chunk"])
     max_chunks_per_text: int = Field(description="most chunks scored per text in chunk mode")
+    max_explain_sequences: int = Field(
+        description="most sequences one explain request may cost (pieces plus explained tokens); more get 422"
+    )
 
 
 class BatchingSettings(BaseModel):
     max_batch_size: int = Field(description="most texts per forward pass")
     max_batch_tokens: int = Field(
-        description="most padded tokens per forward pass: max_batch_size × max_length (derived, not set)"
+        description="most tokens per forward pass (a quarter of them for pieces of large requests)"
     )
     max_wait_ms: float = Field(description="how long a non-full batch may wait for more texts")
     max_queue_texts: int = Field(description="queue capacity in texts; beyond it requests get 503")
+    max_bulk_queue_texts: int = Field(
+        description="capacity of the lane of large requests (more pieces than a request may have texts: "
+        "chunks, sentences, explanations), in pieces; beyond it such requests get 503"
+    )
     torch_threads: int = Field(description="intra-op threads of the backend used for inference")
 
 
@@ -373,12 +380,14 @@ class InfoResponse(BaseModel):
                         "request_timeout_s": 30.0,
                         "long_text": "chunk",
                         "max_chunks_per_text": 16,
+                        "max_explain_sequences": 2048,
                     },
                     "batching": {
                         "max_batch_size": 64,
                         "max_batch_tokens": 8192,
                         "max_wait_ms": 0.0,
                         "max_queue_texts": 1024,
+                        "max_bulk_queue_texts": 2048,
                         "torch_threads": 1,
                     },
                     "backend": {"name": "onnxruntime", "requested": "auto"},

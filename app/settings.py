@@ -42,6 +42,23 @@ class Settings(BaseSettings, EngineSettings):
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     access_log: bool = Field(True, description="one JSON log line per request")
+    # transport (app/transport.py; `python -m app`, or uvicorn --http app.transport:GuardedHttpTools)
+    max_header_bytes: int = Field(
+        32_768, ge=1024, description="longest request line and headers in bytes; longer ones get 431"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="seconds from a connection's start or a request's first byte to its last header",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="seconds from a request's last header to the end of its body; then 408"
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="open connections per worker (at most the file-descriptor limit minus 64); more get 503",
+    )
     # `python -m app` only
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

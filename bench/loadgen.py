@@ -76,9 +76,11 @@ def start_server(
     cpu: int | None = None,
     env: dict[str, str] | None = None,
     ready_timeout: float = 180,
+    cwd: Path = REPO,
 ) -> Server:
     """`python -m app` (the Dockerfile's CMD) with the Dockerfile's ENV (one worker, one torch thread),
-    on a free port of 127.0.0.1, pinned to `cpu` when given; waits until /ready answers 200."""
+    on a free port of 127.0.0.1, pinned to `cpu` when given; waits until /ready answers 200. `cwd`: the
+    source tree to run (another checkout, for before/after comparisons)."""
     from model.artifact import resolve_artifact_dir
 
     # `python -m app` trains a model when there is none: 10+ minutes nobody asked for here.
@@ -98,7 +100,7 @@ def start_server(
     log = open(log_path, "wb")  # noqa: SIM115  (the child keeps its own descriptor)
     preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "app"], cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
         preexec_fn=preexec,
     )  # fmt: skip
     log.close()

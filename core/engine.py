@@ -11,12 +11,18 @@ exceptions of core/errors.py to statuses. Errors are raised, never answered, her
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import functools
 import logging
+import os
 import random
 import re
+import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +30,12 @@ from typing import Any
 import torch
 
 from core import explain, long_text
-from core.batcher import Batcher, InferFn, Job
-from core.errors import ClientGone, InvalidInput, NotReady, ShuttingDown, TimedOut
+from core.batcher import Batcher, InferFn, Job, overloaded_message
+from core.errors import ClientGone, InvalidInput, NotReady, Overloaded, ShuttingDown, TimedOut
 from core.explain import ExplainJob, ExplainLane
 from core.metrics import Metrics
 from core.settings import EngineSettings
-from model.artifact import Artifact, ArtifactError, load_artifact
+from model.artifact import Artifact, ArtifactError, load_artifact, read_allowlist
 from model.backends import BackendChoice, BackendUnavailable, Runner, load_runner
 from model.labels import UNKNOWN, polarity, polarity_weights
 from model.readability import Readability
@@ -39,6 +45,21 @@ log = logging.getLogger("core.engine")
 # Test seam: wraps the model's inference function (e.g. to inject faults).
 InferWrapper = Callable[[InferFn, Artifact], InferFn]
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What makes a text blank: whitespace, control characters (NUL included) and invisible format
+# characters (zero-width space and joiners, BOM, soft hyphen, direction marks) of the Basic
+# Multilingual Plane. A text of only these has no word to score (it was scored as [UNK], 0.88
+# positive): 422 like an empty one. The BMP only, so that the OpenAPI schema's `pattern` can say the
+# same (app/openapi.py): astral format characters (Unicode tags, musical beams) are not blank.
+BLANK = "".join(c for c in map(chr, range(0x10000)) if c.isspace() or unicodedata.category(c) in ("Cc", "Cf"))
+
+
+def is_blank(text: str) -> bool:
+    return not text.strip(BLANK)
+
+
+# Requests with more characters are planned in the planner thread (Engine.planned_in_thread): ~2 ms of
+# tokenizing and layout, against ~0.03 ms for one review-length text.
+PLAN_INLINE_CHARS = 8192
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,8 +145,8 @@ def text_problem(text: str, max_chars: int, limit_name: str) -> tuple[str, str] 
             "text_too_long",
             f"{len(text)} characters; at most {max_chars} per text ({limit_name}={max_chars})",
         )
-    if not text or text.isspace():
-        return "empty_text", "the text is empty or only whitespace; send some words"
+    if is_blank(text):
+        return "empty_text", "the text is empty or only whitespace or invisible characters; send some words"
     if not text.isascii() and _SURROGATE.search(text):
         # A "\ud800" escape is valid JSON but not Unicode; the tokenizer would raise.
         return (
@@ -167,6 +188,10 @@ class Engine:
         self.torch_threads = 0
         # Admission of explain requests' occlusion sequences (core/explain.py): kept across model swaps.
         self.explain_lane = ExplainLane(settings.explain_queue_texts, settings.max_explain_backlog)
+        # Plans large requests (`submit_in_thread`) one at a time, off the event loop.
+        self._planner = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="planner", initializer=_lower_priority
+        )
 
     @property
     def ready(self) -> bool:
@@ -177,7 +202,9 @@ class Engine:
         if self.phase is Phase.DRAINING:
             return False
         self.phase = Phase.DRAINING
-        log.info("draining: /ready is 503 and new requests are refused")
+        queued = self.batcher.queued_texts if self.batcher is not None else 0
+        fields = {"event": "drain", "queued_texts": queued}
+        log.info("draining: /ready is 503 and new requests are refused", extra={"fields": fields})
         return True
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -191,7 +218,10 @@ class Engine:
         self.torch_threads = settings.resolved_torch_threads()
         torch.set_num_threads(self.torch_threads)
         try:
-            artifact, runner = await loop.run_in_executor(None, self.load, settings.model_dir)
+            allowed = model_allowlist(settings)
+            artifact, runner = await loop.run_in_executor(
+                None, functools.partial(self.load, settings.model_dir, allowed=allowed)
+            )
         except (ArtifactError, BackendUnavailable) as e:
             log.critical("start-up failed: %s", e)
             raise
@@ -203,9 +233,12 @@ class Engine:
             max_wait_ms=settings.max_wait_ms,
             coalesce=settings.coalesce_fraction,
             max_queue_texts=settings.max_queue_texts,
+            max_bulk_texts=settings.max_bulk_queue_texts,
             metrics=self.metrics,
             split_pad_ratio=runner.split_pad_ratio,
             split_min_size=runner.split_min_size,
+            # Only chunks and sentences make a request bulk: a request of plain texts never is.
+            bulk_above=max(settings.max_batch_size, settings.max_texts_per_request),
         )
         if settings.warmup:
             seconds = await loop.run_in_executor(None, warm_up, batcher, artifact, settings)
@@ -223,14 +256,18 @@ class Engine:
     async def close(self) -> None:
         """Refuse new work, let queued work finish for up to shutdown_grace_s, then stop."""
         self.begin_drain()
+        t0 = time.perf_counter()
         if self.batcher is not None:
             await self.batcher.close(self.settings.shutdown_grace_s)
+        fields = {"event": "drained", "seconds": round(time.perf_counter() - t0, 3)}
+        log.info("drained: queued work finished or failed; the worker stopped", extra={"fields": fields})
+        self._planner.shutdown(wait=False, cancel_futures=True)
 
-    def load(self, path: Path) -> tuple[Artifact, Runner]:
-        """Load and verify an artifact and prepare its backend (SENTIMENT_BACKEND); blocking, for a
-        worker thread. Raises ArtifactError, or BackendUnavailable when a requested backend is not
-        installed."""
-        artifact = load_artifact(path)
+    def load(self, path: Path, allowed: frozenset[str] | None = None) -> tuple[Artifact, Runner]:
+        """Load and verify an artifact (its model.pt in `allowed` when given: SENTIMENT_MODEL_ALLOWLIST)
+        and prepare its backend (SENTIMENT_BACKEND); blocking, for a worker thread. Raises
+        ArtifactError, or BackendUnavailable when a requested backend is not installed."""
+        artifact = load_artifact(path, allowed=allowed)
         backend: BackendChoice = self.settings.backend
         return artifact, load_runner(artifact, backend, self.torch_threads or 1)
 
@@ -308,9 +345,16 @@ class Engine:
                 details=[{"loc": loc, "msg": msg, "type": kind} for loc, msg, kind in problems],
             )
 
+    def planned_in_thread(self, texts: Sequence[str]) -> bool:
+        """Whether planning these texts (tokenizing, chunks, sentences) is worth a thread: beyond
+        PLAN_INLINE_CHARS characters it takes milliseconds (~0.2 s for 64 × 10,000) that would stall
+        the event loop, and every other request with it."""
+        return sum(map(len, texts)) > PLAN_INLINE_CHARS
+
     def submit(self, texts: list[str], options: Options, *, single: bool = False) -> Pending:
-        """Stages plan and submit: check, tokenize into pieces and queue them as one batcher job.
-        Raises NotReady, ShuttingDown, InvalidInput or Overloaded at once."""
+        """Stages plan and submit, on the event loop: check, tokenize into pieces and queue them as one
+        batcher job. Raises NotReady, ShuttingDown, InvalidInput or Overloaded at once. For texts that
+        `planned_in_thread`, use `submit_in_thread`."""
         self.check_ready()
         self.check_limits(texts, single)
         # Read once: a reload may swap the model while this request waits; it is scored and labelled
@@ -320,25 +364,77 @@ class Engine:
         # Tokenized here, not in the batch worker: both cost the same CPU per text (within 2%,
         # bench/results/tokenize_placement.md), and here the batcher gets the exact token counts its
         # length sort and split need, while the inference thread only runs forward passes.
+        return self._enqueue(active, texts, options, self._plan(active, texts, options), False)
+
+    async def submit_in_thread(
+        self,
+        texts: list[str],
+        options: Options,
+        *,
+        single: bool = False,
+        abandoned: Callable[[], bool] = lambda: False,
+    ) -> Pending:
+        """`submit` for large requests: the cheap checks and an estimate of the pieces from the
+        character counts first (a request that would not fit in the queue of large requests now gets
+        503 before anything is tokenized), then the planning in the planner thread (one: large
+        requests are planned one at a time, beside the event loop, not on it). `abandoned`: true once
+        the client has gone; then the request is not planned, or not queued (ClientGone)."""
+        self.check_ready()
+        self.check_limits(texts, single)
+        active, batcher = self.active, self.batcher
+        assert active is not None and batcher is not None
+        s = self.settings
+        max_length = active.artifact.max_length
+        estimate = long_text.estimate_pieces(
+            texts, max_length=max_length, mode=options.long_text, max_chunks=s.max_chunks_per_text
+        )
+        if batcher.is_bulk(estimate) and not batcher.bulk_room(estimate):
+            raise Overloaded(overloaded_message(batcher.bulk_queued, batcher.max_bulk_texts, bulk=True))
+        loop = asyncio.get_running_loop()
+        plan = await loop.run_in_executor(self._planner, self._plan, active, texts, options, abandoned)
+        self.check_ready()  # a drain may have begun meanwhile
+        if abandoned():
+            raise ClientGone("the client disconnected before its request was queued")
+        return self._enqueue(active, texts, options, plan, True)
+
+    def _plan(
+        self,
+        active: ActiveModel,
+        texts: Sequence[str],
+        options: Options,
+        abandoned: Callable[[], bool] = lambda: False,
+    ) -> long_text.Plan:
+        if abandoned():  # the client left while this waited for the planner thread
+            raise ClientGone("the client disconnected before its request was planned")
+        s = self.settings
+        max_length = active.artifact.max_length
         plan = long_text.plan(
             active.artifact.tokenizer,
             texts,
-            max_length=active.artifact.max_length,
+            max_length=max_length,
             mode=options.long_text,
             sentences=options.sentences,
-            max_chunks=self.settings.max_chunks_per_text,
+            max_chunks=s.max_chunks_per_text,
             fast=active.artifact.ascii_ids,
+            max_pieces=s.max_queue_texts,
         )
-        long_text.check_pieces(plan, self.settings.max_queue_texts)
+        if options.explain:
+            explain.check_cost(plan, s.max_explain_tokens, max_length, s.max_explain_sequences)
+        return plan
+
+    def _enqueue(
+        self, active: ActiveModel, texts: list[str], options: Options, plan: long_text.Plan, large: bool
+    ) -> Pending:
+        assert self.batcher is not None
         job = self.batcher.submit(plan.ids, active.infer)
-        return Pending(self, active, texts, options, plan, job)
+        return Pending(self, active, texts, options, plan, job, large)
 
 
 class Pending:
     """A submitted request: `await result()` for the rendered predictions, `drop()` when the caller has
     gone (its texts still queued never reach the model, and result() raises ClientGone)."""
 
-    __slots__ = ("_engine", "_gone", "_job", "active", "batch_ids", "options", "plan", "texts")
+    __slots__ = ("_engine", "_gone", "_job", "active", "batch_ids", "large", "options", "plan", "texts")
 
     def __init__(
         self,
@@ -348,8 +444,10 @@ class Pending:
         options: Options,
         plan: long_text.Plan,
         job: Job,
+        large: bool = False,
     ) -> None:
         self._engine, self.active, self.texts, self.options, self.plan = engine, active, texts, options, plan
+        self.large = large  # planned in the planner thread: so is its explanation
         self._job: Job | ExplainJob = job
         self._gone = False
         self.batch_ids: list[int] = job.batch_ids
@@ -409,9 +507,15 @@ class Pending:
         )
         if self.options.explain:
             assert engine.batcher is not None
-            job = explain.submit(
-                engine.explain_lane, engine.batcher, active, texts, self.plan, engine.settings
-            )
+            tokenizer, max_tokens = active.artifact.tokenizer, engine.settings.max_explain_tokens
+            chunks = explain.chunk_ids(self.plan)
+            if self.large:
+                items = await asyncio.get_running_loop().run_in_executor(
+                    engine._planner, explain.prepare, tokenizer, texts, max_tokens, chunks
+                )
+            else:
+                items = explain.prepare(tokenizer, texts, max_tokens, chunks)
+            job = explain.submit(engine.explain_lane, engine.batcher, active, items)
             await self._wait(job, max(0.0, deadline - time.monotonic()))
             self.batch_ids = sorted({*self.batch_ids, *job.batch_ids})
             # Each explanation is of the label the response gives (in chunk mode the first chunk's
@@ -426,9 +530,40 @@ class Pending:
         return out
 
 
+def model_allowlist(settings: EngineSettings) -> frozenset[str] | None:
+    """The digests of SENTIMENT_MODEL_ALLOWLIST (None when unset), read now. The list must not be in
+    the model folder: whoever can write a model there could then list it too."""
+    path = settings.model_allowlist
+    if path is None:
+        return None
+    if path.resolve().is_relative_to(settings.model_root().resolve()):
+        raise ArtifactError(
+            f"{path}: the model allow-list (SENTIMENT_MODEL_ALLOWLIST) is inside the model folder; keep it "
+            "where model files cannot be written, or it proves nothing"
+        )
+    return read_allowlist(path)
+
+
+def _lower_priority() -> None:
+    """The planner thread is background work: nice +10 (per thread on Linux), so that where it shares a
+    core with the event loop and the inference thread, they get the core first (measured with the server
+    on one CPU, bench/results/heavy_clients.md)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: only slower to yield
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def estimate_body_pieces(settings: EngineSettings, max_length: int, body_bytes: int) -> int:
+    """The pieces a /predict body of this many bytes likely makes (a character is at least a byte):
+    what RequestMiddleware checks against the bulk lane before reading the body."""
+    per_chunk = max_length * long_text.CHARS_PER_TOKEN
+    return min(settings.max_texts_per_request * settings.max_chunks_per_text, -(-body_bytes // per_chunk))
+
+
 def batch_tokens(settings: EngineSettings, artifact: Artifact) -> int:
-    """The batcher's padded-token budget: a full batch of the longest pieces (none exceeds max_length)."""
-    return settings.max_batch_size * artifact.max_length
+    """The batcher's token budget: SENTIMENT_MAX_BATCH_TOKENS, but at least one piece of max_length
+    (8192 by default: a full batch of 128-token pieces, so only bulk pieces are bounded by it, to a
+    quarter; core/batcher.py)."""
+    return max(settings.max_batch_tokens, artifact.max_length)
 
 
 def make_infer(model: Artifact | Runner) -> InferFn:

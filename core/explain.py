@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Any
 from tokenizers import Tokenizer
 
 from core.batcher import Batcher, InferFn, Job
-from core.errors import Overloaded
+from core.errors import InvalidInput, Overloaded
 from core.long_text import AGGREGATION, Plan, aggregate
-from core.settings import EngineSettings
 from model.alignment import MAX_WIDEN, pieces, repair_offsets
 from model.tokenizer import UNK_ID
 
@@ -235,7 +234,8 @@ class ExplainJob:
         await self._lane.acquire(weight)
         try:
             occluded = chunk_occlusions(item.chunks, len(item.tokens))
-            job = self._batcher.submit([*item.chunks, *(seq for _, seq in occluded)], self._infer)
+            # Bulk work: plain requests go first in every batch (core/batcher.py).
+            job = self._batcher.submit([*item.chunks, *(seq for _, seq in occluded)], self._infer, bulk=True)
             self._jobs.append(job)
             self._rows[i] = await job.future
             self.batch_ids.extend(b for b in job.batch_ids if b not in self.batch_ids)
@@ -259,16 +259,27 @@ class ExplainJob:
         ]
 
 
-def submit(
-    lane: ExplainLane,
-    batcher: Batcher,
-    model: ActiveModel,
-    texts: Sequence[str],
-    plan: Plan,
-    settings: EngineSettings,
-) -> ExplainJob:
+def sequences(plan: Plan, max_tokens: int, max_length: int) -> int:
+    """What `prepare` + `submit` will cost, from the plan alone: per text its pieces plus the tokens
+    explained (the first max_tokens of its first max_length, within the scored part)."""
+    return sum(len(t.chunk_pieces) + min(max_tokens, max_length, sum(t.weights)) for t in plan.texts)
+
+
+def check_cost(plan: Plan, max_tokens: int, max_length: int, max_sequences: int) -> None:
+    """InvalidInput (422) before anything is run when one explain request would cost more than
+    SENTIMENT_MAX_EXPLAIN_SEQUENCES sequences (64 long texts cost 5,000: half a minute of the model)."""
+    n = sequences(plan, max_tokens, max_length)
+    if n > max_sequences:
+        raise InvalidInput(
+            f"body: explaining these texts needs {n} sequences (each text's pieces plus one per explained "
+            f"token); at most {max_sequences} per request (SENTIMENT_MAX_EXPLAIN_SEQUENCES={max_sequences}); "
+            "send fewer or shorter texts per explain request",
+            details=[{"loc": ["body", "explain"], "msg": "explanation too costly", "type": "too_costly"}],
+        )
+
+
+def submit(lane: ExplainLane, batcher: Batcher, model: ActiveModel, items: list[Explained]) -> ExplainJob:
     """Admit an explain request (Overloaded at once if the explain backlog is full) and start it."""
-    items = prepare(model.artifact.tokenizer, texts, settings.max_explain_tokens, chunk_ids(plan))
     weight = sum(item.sequences for item in items)
     # An empty backlog takes any request, so one larger than the limit is slow, not refused forever.
     if lane.backlog and lane.backlog + weight > lane.max_backlog:

@@ -2,12 +2,16 @@
 warm it up, then swap without dropping a request.
 
 1. One reload at a time (`engine.reload_lock`): a second one waits, then runs against the new state.
-2. Which artifact: the request's `model_dir` (relative to the model root, and never outside it), or
-   else SENTIMENT_MODEL_DIR with its `latest` pointer resolved again now.
+2. Which artifact: the request's `model_dir` (relative to the model root), or else
+   SENTIMENT_MODEL_DIR with its `latest` pointer resolved again now; either way fully resolved
+   (`latest` and every symlink followed) and refused unless it is inside the model root. A path
+   string that no file system would take (NUL, a 300-byte part) is a 422 too, not a 500.
 3. The same directory with the same checksums as the serving model: nothing to do (`changed: false`).
-4. `Engine.load` in a worker thread (every sha256 verified, TorchScript and JSON only; the backend
-   of SENTIMENT_BACKEND prepared and, for ONNX Runtime, checked against TorchScript) while the old
-   model keeps serving; any ArtifactError is a 422 naming the file and the problem.
+4. `Engine.load` in a worker thread (every file inside the folder, every sha256 verified, model.pt
+   in SENTIMENT_MODEL_ALLOWLIST when set, TorchScript and JSON only; the backend of SENTIMENT_BACKEND
+   prepared and, for ONNX Runtime, checked against TorchScript) while the old model keeps serving;
+   any ArtifactError is a 422 naming the file (relative to the model root: no host paths in answers)
+   and the problem (torch's own text goes to the log only).
 5. Its labels must equal the serving model's (clients rely on them): else 409.
 6. A smoke prediction, then the warm-up shapes (SENTIMENT_WARMUP), each as its own call in the
    inference thread, so served batches run between them instead of waiting for the whole warm-up.
@@ -20,13 +24,14 @@ warm it up, then swap without dropping a request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.engine import warm_up
+from core.engine import model_allowlist, warm_up
 from core.errors import EngineError, IncompatibleArtifact, InvalidArtifact, InvalidInput, ShuttingDown
 from model.artifact import META_FILE, Artifact, ArtifactError, read_meta, resolve_artifact_dir
 
@@ -40,38 +45,66 @@ SMOKE_TEXTS = ["a gorgeous , witty , seductive movie .", "a dull , lifeless and 
 
 
 def model_root(settings: EngineSettings) -> Path:
-    """The folder reloads may load from: SENTIMENT_MODEL_DIR, or its parent when it is itself an
-    artifact (then its siblings are the other versions)."""
-    d = settings.model_dir
-    if (d / META_FILE).exists() and not (d / "latest").exists():
-        return d.parent
-    return d
+    """The folder reloads may load from (EngineSettings.model_root)."""
+    return settings.model_root()
+
+
+# A file name part longer than this is refused by every common file system (ENAMETOOLONG).
+MAX_NAME_BYTES = 255
+
+
+def _forbidden(model_dir: str, problem: str, kind: str) -> InvalidInput:
+    return InvalidInput(
+        f"body.model_dir: {model_dir[:200]!r} {problem}; give an artifact folder inside the model root (the "
+        "folder of SENTIMENT_MODEL_DIR), relative to it or absolute",
+        details=[{"loc": ["body", "model_dir"], "msg": problem, "type": kind}],
+    )
+
+
+def check_model_dir(model_dir: str) -> None:
+    """A path string no file system call will choke on: no control character (NUL raised ValueError,
+    a newline split log lines), no part longer than a file name can be (ENAMETOOLONG)."""
+    if any(ord(c) < 32 or c == "\x7f" for c in model_dir):
+        raise _forbidden(model_dir, "contains a control character", "invalid_path")
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in model_dir.split("/")):
+        raise _forbidden(model_dir, f"has a part longer than {MAX_NAME_BYTES} bytes", "invalid_path")
 
 
 def target_dir(settings: EngineSettings, model_dir: str | None) -> Path:
-    """The artifact directory a reload loads, resolved (symlinks followed)."""
+    """The artifact directory a reload loads, fully resolved (`latest` and every symlink followed),
+    and inside the model root: checked on the name first, so that nothing outside is even looked at,
+    then again once resolved. Raises InvalidInput or InvalidArtifact."""
+    root = model_root(settings).resolve()
     if model_dir is None:
         target = settings.model_dir  # its `latest` pointer is followed again now
+        shown = "SENTIMENT_MODEL_DIR"  # the operator's setting: not echoed (a host path)
     else:
-        root = model_root(settings).resolve()
+        check_model_dir(model_dir)
         given = Path(model_dir)
         target = given if given.is_absolute() else root / given
-        if not target.resolve().is_relative_to(root):
-            raise InvalidInput(
-                f"body.model_dir: {model_dir} is outside the model root {root} (the folder of "
-                "SENTIMENT_MODEL_DIR); give an artifact folder inside it, relative or absolute",
-                details=[
-                    {"loc": ["body", "model_dir"], "msg": "outside the model root", "type": "forbidden_path"}
-                ],
-            )
+        shown = model_dir
     try:
-        return resolve_artifact_dir(target).resolve()
+        if not target.resolve().is_relative_to(root):
+            raise _forbidden(shown, "is outside the model root", "forbidden_path")
+        found = resolve_artifact_dir(target).resolve()
     except ArtifactError as e:
-        raise invalid(e) from None
+        raise invalid(e, root) from None
+    except (OSError, ValueError) as e:  # unreadable, a symlink loop, ...: the type says enough
+        raise InvalidArtifact(
+            f"{shown[:200]!r} cannot be read ({type(e).__name__}); the current model keeps serving"
+        ) from None
+    if not found.is_relative_to(root):  # `latest`, or the folder, is a symlink leading out of the root
+        raise _forbidden(shown, "leads outside the model root (a symlink)", "forbidden_path")
+    return found
 
 
-def invalid(e: ArtifactError) -> InvalidArtifact:
-    return InvalidArtifact(f"{e}; the current model keeps serving")
+def public_message(e: ArtifactError, root: Path) -> str:
+    """The error for an API answer: paths relative to the model root, no library text."""
+    return e.message.replace(f"{root}/", "").replace(str(root), ".")
+
+
+def invalid(e: ArtifactError, root: Path) -> InvalidArtifact:
+    return InvalidArtifact(f"{public_message(e, root)}; the current model keeps serving")
 
 
 def smoke_check(rows: list[list[float]], artifact: Artifact) -> None:
@@ -89,48 +122,64 @@ def smoke_check(rows: list[list[float]], artifact: Artifact) -> None:
             raise ArtifactError(f"{where}: the smoke prediction gave {r}, not probabilities")
 
 
-async def reload_model(engine: Engine, model_dir: str | None) -> dict[str, Any]:
-    """Load, check, warm up and activate an artifact; the body of a successful POST /admin/reload."""
+async def reload_model(engine: Engine, model_dir: str | None, who: str = "-") -> dict[str, Any]:
+    """Load, check, warm up and activate an artifact; the body of a successful POST /admin/reload.
+    Logs one line per reload: who asked (`who`: the client and request id), for what, and the result."""
     metrics = engine.metrics.model_reloads
+    fields: dict[str, Any] = {"event": "model_reload", "who": who, "model_dir": model_dir}
     try:
         async with engine.reload_lock:
-            result = await _reload(engine, model_dir)
+            result = await _reload(engine, model_dir, fields)
     except EngineError as e:
-        metrics.labels("failed" if isinstance(e, ShuttingDown) else "refused").inc()
-        log.warning("model reload refused (%s): %s", type(e).__name__, e.message)
+        outcome = "failed" if isinstance(e, ShuttingDown) else "refused"
+        metrics.labels(outcome).inc()
+        fields.update(result=outcome, error=type(e).__name__, message=e.message)
+        log.warning("model reload %s", outcome, extra={"fields": fields})
         raise
     except Exception:
         metrics.labels("failed").inc()
-        log.exception("model reload failed")
+        fields.update(result="failed")
+        log.exception("model reload failed", extra={"fields": fields})
         raise
-    metrics.labels("swapped" if result["changed"] else "unchanged").inc()
+    outcome = "swapped" if result["changed"] else "unchanged"
+    metrics.labels(outcome).inc()
+    fields.update(
+        result=outcome, model=result["model"], previous=result["previous"], path=result["path"],
+        seconds=result["seconds"],
+    )  # fmt: skip
+    log.info("model reload %s", outcome, extra={"fields": fields})
     return result
 
 
-async def _reload(engine: Engine, model_dir: str | None) -> dict[str, Any]:
+async def _reload(engine: Engine, model_dir: str | None, fields: dict[str, Any]) -> dict[str, Any]:
     settings, batcher, old = engine.settings, engine.batcher, engine.active
     assert batcher is not None and old is not None
     loop = asyncio.get_running_loop()
+    root = model_root(settings).resolve()
     path = await loop.run_in_executor(None, target_dir, settings, model_dir)
     seconds = {"load": 0.0, "smoke": 0.0, "warmup": 0.0}
     if path == old.artifact.path.resolve():
         try:
             same = read_meta(path)["files"] == old.artifact.meta["files"]
         except ArtifactError as e:
-            raise invalid(e) from None
+            raise invalid(e, root) from None
         if same:
             return _result(old.identity, old.identity, path, False, seconds)
 
     t0 = time.perf_counter()
     try:
-        artifact, runner = await loop.run_in_executor(None, engine.load, path)
+        allowed = model_allowlist(settings)  # re-read: an operator may have listed a new model
+        load = functools.partial(engine.load, path, allowed=allowed)
+        artifact, runner = await loop.run_in_executor(None, load)
     except ArtifactError as e:
-        raise invalid(e) from None
+        fields["detail"] = str(e)  # the full text (torch's own included) for the log line
+        raise invalid(e, root) from None
     seconds["load"] = time.perf_counter() - t0
     if artifact.labels != old.labels:
         raise IncompatibleArtifact(
-            f"{path / META_FILE}: labels {artifact.labels} differ from the serving model's {old.labels}; "
-            "clients rely on the labels, so changing them needs a restart. The current model keeps serving",
+            f"{(path / META_FILE).relative_to(root)}: labels {artifact.labels} differ from the serving "
+            f"model's {old.labels}; clients rely on the labels, so changing them needs a restart. The "
+            "current model keeps serving",
         )
 
     infer = engine.infer_for(artifact, runner)
@@ -140,9 +189,11 @@ async def _reload(engine: Engine, model_dir: str | None) -> dict[str, Any]:
         rows = await loop.run_in_executor(None, batcher.run_sync, ids, infer)
         smoke_check(rows, artifact)
     except ArtifactError as e:
-        raise invalid(e) from None
+        raise invalid(e, root) from None
     except Exception as e:  # the model raised: the artifact is unusable
-        raise invalid(ArtifactError(f"{path / 'model.pt'}: the smoke prediction failed ({e})")) from None
+        fields["detail"] = str(e)
+        error = ArtifactError(f"{path / 'model.pt'}: the smoke prediction failed ({type(e).__name__})")
+        raise invalid(error, root) from None
     seconds["smoke"] = time.perf_counter() - t0
     if settings.warmup:
         seconds["warmup"] = await loop.run_in_executor(None, warm_up, batcher, artifact, settings, infer)
@@ -150,10 +201,6 @@ async def _reload(engine: Engine, model_dir: str | None) -> dict[str, Any]:
     if not engine.ready:  # shutdown began while loading: nothing to swap into
         raise ShuttingDown("the server began shutting down during the reload; the model was not swapped")
     new = engine.activate(artifact, runner, infer)
-    log.info(
-        "model reloaded: %s %s -> %s %s from %s (load %.2f s, smoke %.3f s, warm-up %.2f s)",
-        *old.identity.values(), *new.identity.values(), path, *seconds.values(),
-    )  # fmt: skip
     return _result(new.identity, old.identity, path, True, seconds)
 
 

@@ -2,8 +2,8 @@
 
 Plain pydantic data with defaults that work; app/settings.py reads them (and the HTTP layer's own) from
 `SENTIMENT_*` environment variables. Two batching figures are derived rather than set:
-`explain_queue_texts` and, in core/engine.py, the batch token budget (`max_batch_size` × the model's
-`max_length`: no piece is longer, so the size alone bounds a batch)."""
+`explain_queue_texts` and, in core/engine.py, the batch token budget (`max_batch_tokens`, raised to
+the model's `max_length` when below it, so one piece always fits)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,20 @@ class EngineSettings(BaseModel):
         description="artifact directory, or a parent whose `latest` symlink points at one (default: the "
         "distilled SST-2 model shipped in the repository; `artifacts` serves your latest training run)",
     )
+    model_allowlist: Path | None = Field(
+        None,
+        description="a file, outside the model folder, listing the sha256 of every model.pt that may be "
+        "loaded (one per line; `sha256sum` output works). Loading a model runs its code: when set, any other "
+        "model is refused, at start-up and on reload, before it is loaded. Re-read on every reload",
+    )
     # batching
     max_batch_size: int = Field(64, ge=1, description="most texts in one forward pass (1 turns batching off)")
+    max_batch_tokens: int = Field(
+        8192,
+        ge=1,
+        description="most tokens in one forward pass (never below the model's max length); a quarter of it "
+        "for pieces of large requests, which bounds how long a short request waits behind them",
+    )
     max_wait_ms: float = Field(
         0.0, ge=0, description="hold a non-full batch open this long for more company (0: never wait)"
     )
@@ -35,6 +47,13 @@ class EngineSettings(BaseModel):
     )
     max_queue_texts: int = Field(
         1024, ge=1, description="texts waiting for inference; beyond this requests get 503 + Retry-After"
+    )
+    max_bulk_queue_texts: int = Field(
+        2048,
+        ge=1,
+        description="pieces of large requests (more pieces than a request may have texts: chunks, sentences, "
+        "explanations) waiting, in their own lane beside the queue (core/batcher.py); default: two requests "
+        "of 64 texts × 16 chunks; beyond it such requests get 503 + Retry-After",
     )
     # request limits
     max_texts_per_request: int = Field(64, ge=1, description="most texts in one request")
@@ -54,6 +73,12 @@ class EngineSettings(BaseModel):
     # explanations (core/explain.py)
     max_explain_tokens: int = Field(
         64, ge=1, description="tokens explained per text (each costs one more sequence); later ones are not"
+    )
+    max_explain_sequences: int = Field(
+        2048,
+        ge=1,
+        description="sequences one explain request may cost (each text's pieces plus its explained tokens); "
+        "a request needing more gets 422 before any is run",
     )
     max_explain_backlog: int = Field(
         8192, ge=1, description="occlusion sequences of explain requests waiting; beyond it they get 503"
@@ -93,6 +118,15 @@ class EngineSettings(BaseModel):
                 f"max_queue_texts ({self.max_queue_texts})"
             )
         return self
+
+    def model_root(self) -> Path:
+        """The folder reloads may load from: model_dir, or its parent when it is itself an artifact
+        (then its siblings are the other versions)."""
+        d = self.model_dir
+        # "meta.json": model/artifact.py's META_FILE (not imported: settings stay free of torch)
+        if (d / "meta.json").exists() and not (d / "latest").exists():
+            return d.parent
+        return d
 
     def resolved_torch_threads(self) -> int:
         if self.torch_threads:

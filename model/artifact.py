@@ -6,7 +6,14 @@
     <dir>/MODEL_CARD.md, training_curve.png, metrics.jsonl   for people
 
 Loading verifies every sha256 listed in meta.json before anything is unpickled or
-parsed, and only TorchScript and JSON are ever loaded (no pickle).
+parsed, and only TorchScript and JSON are ever loaded (no pickle). Every file is resolved (symlinks
+followed) and must stay inside the artifact folder; `files` entries must be plain relative names.
+
+Loading a model runs the model's code: a TorchScript file is a program (its `forward` and
+`__setstate__` run inside the server, and TorchScript has operators that read and write files), and
+the checksums in meta.json, which sits in the same folder, prove integrity, not origin. An allow-list
+of model.pt digests kept outside the model folder (SENTIMENT_MODEL_ALLOWLIST, `read_allowlist`) is
+checked before torch.jit.load: then only models the operator listed are ever loaded.
 """
 
 from __future__ import annotations
@@ -28,7 +35,62 @@ REQUIRED_FILES = (MODEL_FILE, TOKENIZER_FILE)
 
 
 class ArtifactError(RuntimeError):
-    """The artifact is missing, corrupt or incompatible; the message names the file."""
+    """The artifact is missing, corrupt or incompatible; the message names the file. `detail`: what a
+    library said (torch's C++ trace, a JSON parser's position), in str() and the logs but not in
+    `message`, which is what an API answer may show."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message if detail is None else f"{message} ({detail})")
+        self.message = message
+        self.detail = detail
+
+
+def member(artifact_dir: Path, name: object) -> Path:
+    """artifact_dir / name for a file the artifact lists: a plain relative name ("model.pt",
+    "sub/x.json") that stays inside the folder once every symlink is followed. Refused otherwise,
+    before the file is opened: a listed `../../etc/passwd` or a model.pt linking out of the folder
+    would make the checksum check an oracle for, or a loader of, files elsewhere."""
+    meta_path = artifact_dir / META_FILE
+    if (
+        not isinstance(name, str)
+        or not name
+        or any(ord(c) < 32 for c in name)
+        or "\\" in name
+        or Path(name).is_absolute()
+        or ".." in Path(name).parts
+    ):
+        shown = Path(name).name[:80] if isinstance(name, str) else type(name).__name__
+        raise ArtifactError(
+            f"{meta_path}: an entry of `files` (…{shown!r}) is not a relative file name inside the artifact "
+            "folder (absolute, with '..', or with control characters); refused"
+        )
+    path = artifact_dir / name
+    if not path.resolve().is_relative_to(artifact_dir.resolve()):
+        raise ArtifactError(f"{path}: resolves outside the artifact folder (a symlink leading out); refused")
+    return path
+
+
+def read_allowlist(path: Path) -> frozenset[str]:
+    """The sha256 digests of the model files that may be loaded: one per line, `sha256sum` output or a
+    bare digest; blank lines and `#` comments are skipped. Errors name the file and line."""
+    digests = set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: the model allow-list cannot be read", detail=str(e)) from e
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        digest = text.split()[0].lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ArtifactError(
+                f"{path}:{number}: expected a sha256 digest (64 hex digits, as `sha256sum model.pt` prints)"
+            )
+        digests.add(digest)
+    if not digests:
+        raise ArtifactError(f"{path}: the model allow-list lists no digest; no model could be loaded")
+    return frozenset(digests)
 
 
 def resolve_artifact_dir(path: str | Path) -> Path:
@@ -45,13 +107,13 @@ def resolve_artifact_dir(path: str | Path) -> Path:
 
 
 def read_meta(artifact_dir: Path) -> dict[str, Any]:
-    meta_path = artifact_dir / META_FILE
+    meta_path = member(artifact_dir, META_FILE)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise ArtifactError(f"{meta_path}: missing") from e
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{meta_path}: not valid JSON ({e})") from e
+        raise ArtifactError(f"{meta_path}: not valid JSON", detail=str(e)) from e
     if not isinstance(meta, dict):
         raise ArtifactError(f"{meta_path}: expected a JSON object")
     version = meta.get("schema_version")
@@ -62,6 +124,9 @@ def read_meta(artifact_dir: Path) -> dict[str, Any]:
     for key in ("labels", "temperature", "files", "name", "version"):
         if key not in meta:
             raise ArtifactError(f"{meta_path}: required key {key!r} is missing")
+    files = meta["files"]
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ArtifactError(f"{meta_path}: `files` must map file names to sha256 strings")
     return meta
 
 
@@ -70,8 +135,9 @@ def verify_files(artifact_dir: Path, meta: dict[str, Any]) -> None:
     for name in REQUIRED_FILES:
         if name not in files:
             raise ArtifactError(f"{artifact_dir / META_FILE}: no sha256 recorded for {name}")
+    paths = {name: member(artifact_dir, name) for name in files}  # every name checked before any is read
     for name, expected in files.items():
-        path = artifact_dir / name
+        path = paths[name]
         if not path.is_file():
             raise ArtifactError(f"{path}: missing (listed in {META_FILE})")
         actual = sha256_file(path)
@@ -116,23 +182,40 @@ class Artifact:
         return self.probabilities(self.tokenize(texts)[0])
 
 
-def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
-    """Load and check an artifact; raises ArtifactError naming the offending file."""
+def check_allowed(model_path: Path, digest: str, allowed: frozenset[str]) -> None:
+    if digest not in allowed:
+        raise ArtifactError(
+            f"{model_path}: sha256 {digest[:12]}… is not in the model allow-list "
+            "(SENTIMENT_MODEL_ALLOWLIST); loading a model runs its code, so only listed models are loaded: "
+            "add its digest (`sha256sum model.pt`) to the list if you trust where it came from"
+        )
+
+
+def load_artifact(
+    path: str | Path, *, verify: bool = True, allowed: frozenset[str] | None = None
+) -> Artifact:
+    """Load and check an artifact; raises ArtifactError naming the offending file. `allowed`: the
+    sha256 digests of the model files that may be loaded (`read_allowlist`), checked before the
+    model's code is loaded; None: any."""
     artifact_dir = resolve_artifact_dir(path)
     meta = read_meta(artifact_dir)
     if verify:
         verify_files(artifact_dir, meta)
+    model_path = member(artifact_dir, MODEL_FILE)
+    if allowed is not None:
+        check_allowed(model_path, meta["files"][MODEL_FILE] if verify else sha256_file(model_path), allowed)
     try:
-        model = torch.jit.load(str(artifact_dir / MODEL_FILE), map_location="cpu")
+        model = torch.jit.load(str(model_path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError/ValueError with long C++ traces
-        raise ArtifactError(f"{artifact_dir / MODEL_FILE}: not a loadable TorchScript file ({e})") from e
+        raise ArtifactError(f"{model_path}: not a loadable TorchScript file", detail=str(e)) from e
     model.eval()
+    tokenizer_path = member(artifact_dir, TOKENIZER_FILE)
     try:
-        tokenizer = load_tokenizer(artifact_dir / TOKENIZER_FILE)
+        tokenizer = load_tokenizer(tokenizer_path)
     except ArtifactError:
         raise
     except Exception as e:
-        raise ArtifactError(f"{artifact_dir / TOKENIZER_FILE}: cannot be loaded ({e})") from e
+        raise ArtifactError(f"{tokenizer_path}: cannot be loaded", detail=str(e)) from e
     vocab = tokenizer.get_vocab_size()
     emb = getattr(model, "embedding", None)
     if emb is not None and int(emb.weight.shape[0]) != vocab:

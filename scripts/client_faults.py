@@ -350,7 +350,13 @@ def main() -> int:
         requests = load_requests(1)
         print(f"starting the server on CPU {args.server_cpu} (logs: {logs}) ...", flush=True)
         dnnl = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(args.dnnl_cache)} if args.dnnl_cache else {}
-        server = start_server(args.model_dir, logs / "trickle.log", cpu=args.server_cpu, env=dnnl)
+        # The header and body timeouts (app/transport.py) would close the tricklers at 10 and 30 s; they
+        # are raised past the trickle here, so that this keeps checking what it did: that connections
+        # held open leave no queue entry, socket or memory behind (tests/test_transport.py checks the
+        # timeouts themselves).
+        held = str(args.trickle_seconds * 2 + 30)
+        trickle_env = {"SENTIMENT_HEADER_TIMEOUT_S": held, "SENTIMENT_BODY_TIMEOUT_S": held, **dnnl}
+        server = start_server(args.model_dir, logs / "trickle.log", cpu=args.server_cpu, env=trickle_env)
         try:
             with RssSampler(server.pid) as rss:
                 res["trickle"] = uvloop.run(trickle_phase(server, requests, args, rss))

@@ -672,7 +672,8 @@ async def test_python_m_app_serves_with_settings_from_the_environment(
     assert "http://127.0.0.1:8123/docs" in capsys.readouterr().out
     assert seen["target"] == "app.main:app"
     assert (seen["host"], seen["port"], seen["workers"]) == ("0.0.0.0", 8123, 1)
-    assert (seen["loop"], seen["http"], seen["access_log"]) == ("uvloop", "httptools", False)
+    assert (seen["loop"], seen["access_log"]) == ("uvloop", False)
+    assert seen["http"] == "app.transport:GuardedHttpTools"  # uvicorn's httptools with transport limits
 
 
 def test_engine_has_no_http_and_every_engine_error_has_one_status() -> None:

@@ -261,3 +261,57 @@ async def test_real_model_alone_and_in_a_batch_agree(small_artifact: Path) -> No
     together = (await batcher.submit(ids).future)[13]
     assert together == pytest.approx(alone, abs=1e-6)
     await batcher.close(1)
+
+
+async def test_a_short_request_behind_huge_ones_is_in_the_next_batch() -> None:
+    """Fair sharing: two requests with many more texts than a batch holds are queued first; a one-text
+    request arriving after them is scored in the very next batch, not after all of their texts."""
+    model = FakeModel()
+    model.gate.clear()
+    batcher = await started(model, max_batch_size=8, max_batch_tokens=8 * 3)
+    first = batcher.submit(texts(*range(100, 164)))  # 64 texts: 8 batches' worth
+    await asyncio.sleep(0.01)  # its first batch is computing now
+    second = batcher.submit(texts(*range(200, 264)))
+    short = batcher.submit(texts(1))
+    model.gate.set()
+    assert (await short.future) == [[1.0, 3.0]]
+    assert 1 in [x[0] for x in model.batches[1]]
+    rows = await asyncio.gather(first.future, second.future)
+    assert [r[0] for r in rows[0]] == list(range(100, 164))  # still reassembled in order
+    assert [r[0] for r in rows[1]] == list(range(200, 264))
+    # the two big requests took turns instead of one waiting for all of the other
+    assert any(200 <= x[0] < 264 for x in model.batches[1])
+    await batcher.close(1)
+
+
+async def test_big_requests_cannot_fill_the_room_of_small_ones() -> None:
+    model = FakeModel()
+    model.gate.clear()
+    batcher = await started(model, max_batch_size=4, max_queue_texts=8)
+    running = batcher.submit(texts(0))
+    await asyncio.sleep(0.01)
+    big = batcher.submit(texts(*range(10, 18)))  # 8 texts > one batch: the bulk lane, now full
+    with pytest.raises(Overloaded, match="SENTIMENT_MAX_BULK_QUEUE_TEXTS=8"):
+        batcher.submit(texts(*range(20, 25)))
+    assert not batcher.full
+    small = [batcher.submit(texts(i)) for i in range(1, 9)]  # the small requests' lane is untouched
+    assert batcher.full and batcher.queued_texts == 16
+    model.gate.set()
+    await asyncio.gather(running.future, big.future, *(j.future for j in small))
+    await batcher.close(1)
+
+
+async def test_bulk_work_progresses_under_a_flood_of_small_requests() -> None:
+    model = FakeModel()
+    model.gate.clear()
+    batcher = await started(model, max_batch_size=8)
+    running = batcher.submit(texts(0))
+    await asyncio.sleep(0.01)
+    big = batcher.submit(texts(*range(100, 120)))
+    small = [batcher.submit(texts(i)) for i in range(1, 41)]  # 5 batches of small texts
+    model.gate.set()
+    await asyncio.gather(running.future, big.future, *(j.future for j in small))
+    # every batch that had small texts waiting also took at least one of the big request's
+    for batch in model.batches[1:5]:
+        assert any(x[0] >= 100 for x in batch), model.batches
+    await batcher.close(1)

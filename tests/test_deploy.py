@@ -1093,12 +1093,22 @@ def _directive(text: str, name: str) -> list[str]:
     return [m[1] for m in re.finditer(rf"(?m)^\s*{name}\s+([^;]*);", code)]
 
 
+def _location(text: str, match: str) -> str:
+    block = re.search(rf"\n\s*location {re.escape(match)} \{{(.*?)\n\s*\}}", text, flags=re.S)
+    assert block, f"nginx.conf has no `location {match}`"
+    return block[1]
+
+
 def test_nginx_retries_fast_and_bounded() -> None:
     """A stopping (503), refusing or vanished replica costs a request well under a second, and every
-    request, POST /predict included, gets a bounded number of tries on other replicas."""
+    request, POST /predict included, gets a bounded number of tries on other replicas; no other POST
+    (an admin reload changes a replica) is ever sent to a second one."""
     text = NGINX_CONF.read_text()
-    (next_upstream,) = _directive(text, "proxy_next_upstream")
+    (next_upstream,) = _directive(_location(text, "= /predict"), "proxy_next_upstream")
     assert {"error", "timeout", "http_503", "non_idempotent"} <= set(next_upstream.split()), next_upstream
+    assert _directive(_location(text, "/admin/"), "proxy_next_upstream") == ["off"]
+    (other,) = _directive(_location(text, "/"), "proxy_next_upstream")
+    assert "non_idempotent" not in other and "http_503" in other
     (tries,) = _directive(text, "proxy_next_upstream_tries")
     assert 2 <= int(tries) <= 3
     (budget,) = _directive(text, "proxy_next_upstream_timeout")
@@ -1199,3 +1209,78 @@ def test_k8s_wiring(manifests: dict[str, dict[str, Any]], runtime: ImageConfig) 
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+
+
+def test_nginx_limits_requests_and_keeps_admin_to_its_allow_list() -> None:
+    """Per client address: /predict rate- and connection-limited, everything else more tightly; /admin/
+    only from the allow-list; headers and bodies that trickle are cut (as the API itself does)."""
+    text = NGINX_CONF.read_text()
+    zones = {z.split("zone=")[1].split(":")[0]: z for z in _directive(text, "limit_req_zone")}
+    assert set(zones) == {"predict", "pages"} and all("$binary_remote_addr" in z for z in zones.values())
+    predict, admin, pages = (_location(text, m) for m in ("= /predict", "/admin/", "/"))
+    assert _directive(predict, "limit_req")[0].startswith("zone=predict ")
+    assert _directive(predict, "limit_conn") and _directive(pages, "limit_conn")
+    assert _directive(pages, "limit_req")[0].startswith("zone=pages ")
+    assert _directive(admin, "deny") == ["all"] and set(_directive(admin, "allow")) == {"127.0.0.1", "::1"}
+    assert _directive(text, "limit_req_status") == _directive(text, "limit_conn_status") == ["429"]
+    for name in ("client_header_timeout", "client_body_timeout"):
+        (value,) = _directive(text, name)
+        assert 0 < _nginx_duration(value) <= 30, (name, value)
+
+
+def test_nginx_refuses_admin_from_elsewhere_never_retries_it_and_rate_limits(tmp_path: Path) -> None:
+    port = _port_free_on(BACKEND_HOSTS)
+
+    def strict(conf: str) -> str:  # the allow-list without this host, and a low /predict rate
+        conf = conf.replace("allow 127.0.0.1;", "").replace("allow ::1;", "")
+        return conf.replace("rate=5000r/s", "rate=2r/s").replace("burst=5000", "burst=2")
+
+    with (
+        StubReplica(BACKEND_HOSTS[0], port, 503, "shutting_down") as first,
+        StubReplica(BACKEND_HOSTS[1], port, 503, "shutting_down") as second,
+        _nginx_in_front(tmp_path / "prod", port) as clients,
+    ):
+        # from the allow-list: passed to one replica, and its 503 is not retried on the other
+        r = clients["dns"].post("/admin/reload", json={})
+        assert r.status_code == 503 and first.hits + second.hits == 1, (
+            r.status_code,
+            first.hits,
+            second.hits,
+        )
+    with (
+        StubReplica(BACKEND_HOSTS[0], port) as first,
+        StubReplica(BACKEND_HOSTS[1], port) as second,
+        _nginx_in_front(tmp_path / "strict", port, edit=strict) as clients,
+    ):
+        for client in clients.values():
+            hits = first.hits + second.hits
+            _assert_api_error(client.post("/admin/reload", json={}), 403, "forbidden")
+            assert first.hits + second.hits == hits  # never reached a replica
+            statuses = [client.post("/predict", json={"text": "hi"}).status_code for _ in range(8)]
+            assert statuses.count(200) >= 2 and 429 in statuses, statuses
+            r = client.post("/predict", json={"text": "hi"})
+            _assert_api_error(r, 429, "too_many_requests")
+            assert r.headers["retry-after"] == "1"
+
+
+def test_k8s_gets_the_same_limits(manifests: dict[str, dict[str, Any]]) -> None:
+    """The pods set the server's own transport limits (they are reachable without the ingress); the
+    ingress routes the public paths only (no /admin, no /metrics) and limits per client address."""
+    from app.settings import Settings
+
+    (api,) = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    limits = ("MAX_CONNECTIONS", "MAX_HEADER_BYTES", "HEADER_TIMEOUT_S", "BODY_TIMEOUT_S")
+    settings = Settings(**{name.lower(): env[f"SENTIMENT_{name}"] for name in limits})  # valid values
+    assert settings.header_timeout_s <= 30 and settings.max_connections >= 1024
+    ingress = manifests["Ingress"]
+    notes = ingress["metadata"]["annotations"]
+    assert int(notes["nginx.ingress.kubernetes.io/limit-rps"]) > 0
+    assert int(notes["nginx.ingress.kubernetes.io/limit-connections"]) > 0
+    paths = {p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert "/predict" in paths and not any(p.startswith(("/admin", "/metrics")) for p in paths), paths
+    service = manifests["Service"]["metadata"]["name"]
+    for rule in ingress["spec"]["rules"]:
+        for p in rule["http"]["paths"]:
+            assert p["backend"]["service"]["name"] == service
+            assert p["pathType"] == "Exact" or p["path"] in ("/docs", "/redoc"), p

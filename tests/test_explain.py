@@ -395,8 +395,10 @@ async def test_plain_requests_do_not_queue_behind_an_explain_flood(
     print(f"plain request behind 12 explain requests: {ahead} sequences ahead of it, answered by pass "
           f"{passes} with a lane of {lane}; {ahead_open} ahead, pass {passes_open} without")  # fmt: skip
     assert ahead <= lane - 1 + heaviest, ahead
-    assert passes <= -(-(lane - 1 + heaviest) // 16) + 1, passes
-    assert ahead_open > 500 and passes_open > 4 * passes, (ahead_open, passes_open)
+    # occlusion sequences are bulk work (core/batcher.py): the plain request is in the pass after the
+    # held one, with the lane and even without it (then 500+ sequences are queued ahead of it)
+    assert passes <= 2, passes
+    assert ahead_open > 500 and passes_open <= 2, (ahead_open, passes_open)
 
 
 async def test_full_explain_backlog_gives_503(small_artifact: Path) -> None:

@@ -157,8 +157,19 @@ async def test_queue_depth_returns_to_zero_after_a_burst_of_disconnecting_client
                 await asyncio.sleep(0.1)
             assert depth == 0, f"{depth} texts still counted as queued after every client left"
             metrics = (await client.get("/metrics")).text
-            # the burst really was cut short: texts of departed clients were dropped unrun
-            assert metric(metrics, 'sentiment_rejected_texts_total{reason="dropped"}') > 0, metrics
+
+            # the burst really was cut short: texts of departed clients were dropped unrun, or (these
+            # large requests are planned in the planner thread, watched from the start) never queued
+            def count(name: str) -> float:
+                try:
+                    return metric(metrics, name)
+                except KeyError:
+                    return 0.0
+
+            dropped = count('sentiment_rejected_texts_total{reason="dropped"}')
+            assert dropped > 0 or count("sentiment_texts_total") < 30 * 64, metrics
+            gone = count('sentiment_requests_total{method="POST",route="/predict",status="499"}')
+            assert gone >= 20, metrics
             # and the server is healthy afterwards
             assert (await client.get("/ready")).status_code == 200
             r = await client.post("/predict", json={"text": "a great film ."})

@@ -125,13 +125,17 @@ def test_schema_accepts_the_bodies_the_server_does(tmp_path: Path) -> None:
         assert accepted == (one and flags), body
 
 
-def test_text_pattern_is_the_servers_whitespace_check() -> None:
-    """The schema's "not only whitespace" `pattern` accepts a one-character text exactly when the server
-    does (str.isspace), both in Python's regex dialect and in JSON Schema's own, ECMA-262 (jsonschema_rs
-    follows it; there `\\S` disagrees on U+001C-U+001F, U+0085 and U+FEFF)."""
+def test_text_pattern_is_the_servers_blank_check() -> None:
+    """The schema's "not blank" `pattern` accepts a one-character text exactly when the server does
+    (core.engine.is_blank: whitespace, control and invisible format characters), both in Python's regex
+    dialect and in JSON Schema's own, ECMA-262 (jsonschema_rs follows it; there `\\S` disagrees with
+    Python on U+001C-U+001F, U+0085 and U+FEFF)."""
+    from core.engine import is_blank
+
     pattern = re.compile(NOT_ONLY_WHITESPACE)
-    disagree = [hex(i) for i in range(sys.maxunicode + 1) if bool(pattern.search(chr(i))) == chr(i).isspace()]
+    disagree = [hex(i) for i in range(sys.maxunicode + 1) if bool(pattern.search(chr(i))) == is_blank(chr(i))]
     assert not disagree, disagree
     ecma = jsonschema_rs.validator_for({"type": "string", "pattern": NOT_ONLY_WHITESPACE})
-    for c in "\x1c\x1d\x1e\x1f\x85\ufeff\u3000\u2028 \t\na":
-        assert ecma.is_valid(c) is not c.isspace(), hex(ord(c))
+    for c in "\x1c\x1d\x1e\x1f\x85\ufeff\u3000\u2028\u200b\u200d\u00ad\x00\x7f \t\naé\U0001d173":
+        assert ecma.is_valid(c) is not is_blank(c), hex(ord(c))
+    assert not is_blank("\U0001d173") and is_blank("\u200b\ufeff \x00")

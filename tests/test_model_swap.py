@@ -12,13 +12,14 @@ import random
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from test_api import assert_error, metric, serve
 
 from core.batcher import Batcher
-from model.artifact import Artifact, load_artifact, sha256_file
+from model.artifact import Artifact, ArtifactError, load_artifact, sha256_file
 
 KEY = "admin-key-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -179,8 +180,8 @@ async def test_bad_artifacts_are_refused_and_the_old_model_keeps_serving(models:
     (labels / "meta.json").write_text(json.dumps({**meta, "labels": ["neg", "pos"]}), encoding="utf-8")
 
     cases = [
-        ("corrupt", 422, "invalid_artifact", [str((corrupt / "model.pt").resolve()), "does not match"]),
-        ("schema", 422, "invalid_artifact", [str((schema / "meta.json").resolve()), "schema_version 99"]),
+        ("corrupt", 422, "invalid_artifact", ["corrupt/model.pt: sha256", "does not match"]),
+        ("schema", 422, "invalid_artifact", ["schema/meta.json: schema_version 99"]),
         ("mismatch", 422, "invalid_artifact", ["tokenizer.json", "different runs"]),
         ("labels", 409, "incompatible_artifact", ["meta.json", "labels ['neg', 'pos'] differ"]),
         ("nothing-here", 422, "invalid_artifact", ["nothing-here", "no meta.json"]),
@@ -192,6 +193,7 @@ async def test_bad_artifacts_are_refused_and_the_old_model_keeps_serving(models:
         for name, status, code, needles in cases:
             r = await client.post("/admin/reload", json={"model_dir": name}, headers=AUTH)
             err = assert_error(r, status, code, *needles)
+            assert str(models.resolve()) not in err["message"], err  # no host paths in answers
             if status != 422 or code == "invalid_artifact":
                 assert "current model keeps serving" in err["message"], err
             after = (await client.post("/predict", json={"text": "a great film ."}, headers=AUTH)).json()
@@ -282,3 +284,137 @@ def test_derived_artifact_loads_and_differs(models: Path) -> None:
     # the same logits but for the bias shift of 0.8 - (-0.8) towards the first label (divided by T)
     shift = math.log(p2[0] / p2[1]) - math.log(p1[0] / p1[1])
     assert shift == pytest.approx(1.6 / v1.temperature, abs=1e-4)
+
+
+def _with_files(root: Path, name: str, files: dict[str, str]) -> Path:
+    d = bad_copy(root, name)
+    meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+    meta["files"].update(files)
+    (d / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    return d
+
+
+@pytest.mark.asyncio
+async def test_reload_never_reaches_outside_the_model_root(models: Path, tmp_path: Path) -> None:
+    """Everything is resolved before the root check: a `latest` or a model.pt linking out of the root
+    is refused, `files` entries naming other paths are refused before any is read (no existence or
+    checksum oracle), path strings no file system takes are a 422 (not a 500), and no answer holds a
+    host path."""
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(models / "v2", elsewhere / "art")
+    (models / "x").mkdir(exist_ok=True)
+    (models / "x" / "latest").unlink(missing_ok=True)
+    (models / "x" / "latest").symlink_to(elsewhere / "art")
+    linked = bad_copy(models, "linked")
+    (linked / "model.pt").unlink()
+    (linked / "model.pt").symlink_to(elsewhere / "art" / "model.pt")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a model file\n", encoding="utf-8")
+    up = "../" * 12 + str(secret).lstrip("/")
+    _with_files(models, "dotdot", {up: "0" * 64})
+    _with_files(models, "absolute", {str(secret): "0" * 64})
+    cases = [
+        ("x", "validation_error", ["leads outside the model root"]),
+        (str(models / "x"), "validation_error", ["leads outside the model root"]),
+        ("linked", "invalid_artifact", ["linked/model.pt: resolves outside the artifact folder"]),
+        ("dotdot", "invalid_artifact", ["dotdot/meta.json", "not a relative file name"]),
+        ("absolute", "invalid_artifact", ["absolute/meta.json", "not a relative file name"]),
+        ("\u0000", "validation_error", ["control character"]),
+        ('v2\n{"level": "info"}', "validation_error", ["control character"]),
+        ("a" * 300, "validation_error", ["longer than 255 bytes"]),
+        ("v1/" + "b" * 256 + "/x", "validation_error", ["longer than 255 bytes"]),
+    ]
+    async with serve(models, api_key=KEY) as (app, client):
+        for model_dir, code, needles in cases:
+            r = await client.post("/admin/reload", json={"model_dir": model_dir}, headers=AUTH)
+            err = assert_error(r, 422, code, *needles)
+            message = err["message"].replace(repr(model_dir[:200]), "")  # the client's own string aside
+            for host_path in (str(models.resolve()), str(elsewhere), str(tmp_path)):
+                assert host_path not in message, err
+            assert "does not match" not in err["message"] and "missing" not in err["message"], err
+            # the service keeps serving, the old model
+            ok = await client.post("/predict", json={"text": "a great film ."}, headers=AUTH)
+            assert ok.status_code == 200 and ok.json()["model"]["version"] == "small"
+        assert app.state.engine.active.artifact.path == (models / "v1").resolve()
+    shutil.rmtree(models / "x")
+
+
+def _allow(path: Path, *model_dirs: Path) -> Path:
+    path.write_text("".join(f"{sha256_file(d / 'model.pt')}  {d.name}/model.pt\n" for d in model_dirs))
+    return path
+
+
+@pytest.mark.asyncio
+async def test_an_allow_list_refuses_unlisted_models_before_loading_them(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a model runs its code, and meta.json's checksums sit beside it: with
+    SENTIMENT_MODEL_ALLOWLIST, a model.pt whose digest the operator did not list (here v2, standing in
+    for a crafted TorchScript file) is refused before torch.jit.load ever opens it; listing it lets it
+    load on the next reload (the list is re-read)."""
+    loaded: list[str] = []
+    real_load = torch.jit.load
+
+    def recording_load(f: str, *args: Any, **kwargs: Any) -> Any:
+        loaded.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "load", recording_load)
+    allow = _allow(tmp_path / "allowed.txt", models / "v1")
+    async with serve(models, api_key=KEY, model_allowlist=allow) as (app, client):
+        r = await client.post("/admin/reload", json={"model_dir": "v2"}, headers=AUTH)
+        assert_error(r, 422, "invalid_artifact", "v2/model.pt", "not in the model allow-list")
+        assert not any("v2" in f for f in loaded), loaded
+        assert app.state.engine.active.identity["version"] == "small"
+        _allow(allow, models / "v1", models / "v2")
+        r = await client.post("/admin/reload", json={"model_dir": "v2"}, headers=AUTH)
+        assert r.status_code == 200 and r.json()["model"]["version"] == "small-v2", r.text
+    # at start-up too: the server does not start on an unlisted model, nor with the list in the model folder
+    for listed, where in ((models / "v2", tmp_path / "only-v2.txt"), (models / "v1", models / "allowed.txt")):
+        with pytest.raises(ArtifactError, match="allow-list"):
+            async with serve(models / "v1", model_allowlist=_allow(where, listed)):
+                pass
+    (models / "allowed.txt").unlink()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("# digests\nnot-a-digest  model.pt\n", encoding="utf-8")
+    with pytest.raises(ArtifactError, match=r"bad.txt:2: expected a sha256 digest"):
+        async with serve(models, model_allowlist=bad):
+            pass
+
+
+@pytest.mark.asyncio
+async def test_each_reload_and_drain_logs_one_json_line(models: Path) -> None:
+    """core.* lines go through the JSON formatter at the configured level: one line per reload (who,
+    what, result) and per drain; a newline in the request cannot split a line."""
+    import io
+    import logging
+
+    from app.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    core_log = logging.getLogger("core")
+    async with serve(models, api_key=KEY, log_level="info") as (_, client):
+        assert core_log.level == logging.INFO and not core_log.propagate
+        assert any(isinstance(h.formatter, JsonFormatter) for h in core_log.handlers)
+        core_log.addHandler(handler)
+        try:
+            hdrs = {**AUTH, "X-Request-ID": "reload-1"}
+            assert (
+                await client.post("/admin/reload", json={"model_dir": "v2"}, headers=hdrs)
+            ).status_code == 200
+            r = await client.post("/admin/reload", json={"model_dir": "v1\nforged"}, headers=AUTH)
+            assert r.status_code == 422
+            r = await client.post("/admin/reload", json={"model_dir": "nothing-here"}, headers=AUTH)
+            assert r.status_code == 422
+        finally:
+            pass
+    core_log.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]  # every line is one object
+    reloads = [x for x in lines if x.get("event") == "model_reload"]
+    assert [x["result"] for x in reloads] == ["swapped", "refused", "refused"], reloads
+    assert reloads[0]["model_dir"] == "v2" and "reload-1" in reloads[0]["who"]
+    assert reloads[0]["model"]["version"] == "small-v2" and reloads[0]["previous"]["version"] == "small"
+    assert reloads[1]["model_dir"] == "v1\nforged" and reloads[1]["error"] == "InvalidInput"
+    assert [x["event"] for x in lines if x.get("event") in ("drain", "drained")] == ["drain", "drained"]

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from app.deps import ReadyEngineDep
-from app.errors import ApiError
+from app.errors import ApiError, request_id
 from app.openapi import error_responses
 from app.responses import OrjsonResponse
 from app.schemas import ErrorResponse, ModelIdentity, error_example
@@ -104,24 +104,33 @@ class ReloadResponse(BaseModel):
 
 _ARTIFACT_ERRORS = _doc(
     422,
-    "The request body is invalid, or the artifact cannot be served: missing, corrupt (a sha256 differs), "
-    "an unknown schema version, a tokenizer from another run, or a failing smoke prediction. `message` "
-    "names the file and the problem; the current model keeps serving.",
+    "The request body is invalid (a path outside the model root, once symlinks are followed, or one no file "
+    "system takes), or the artifact cannot be served: missing, corrupt (a sha256 differs), a file leading "
+    "out of its folder, a model.pt not in SENTIMENT_MODEL_ALLOWLIST, an unknown schema version, a tokenizer "
+    "from another run, or a failing smoke prediction. `message` names the file (relative to the model "
+    "root) and the problem; the current model keeps serving.",
     {
         "corrupt": (
             "invalid_artifact",
-            "/models/sst2-2/model.pt: sha256 3f2a9c1e7b4d… does not match 9c1e7b4d3f2a… in meta.json; "
+            "sst2-2/model.pt: sha256 3f2a9c1e7b4d… does not match 9c1e7b4d3f2a… in meta.json; "
             "the file is corrupt or was changed after export; the current model keeps serving",
         ),
         "schema": (
             "invalid_artifact",
-            "/models/sst2-2/meta.json: schema_version 7 is not supported (this code reads 1); the current "
+            "sst2-2/meta.json: schema_version 7 is not supported (this code reads 1); the current "
+            "model keeps serving",
+        ),
+        "not_allowed": (
+            "invalid_artifact",
+            "sst2-2/model.pt: sha256 3f2a9c1e7b4d… is not in the model allow-list "
+            "(SENTIMENT_MODEL_ALLOWLIST); loading a model runs its code, so only listed models are loaded: "
+            "add its digest (`sha256sum model.pt`) to the list if you trust where it came from; the current "
             "model keeps serving",
         ),
         "outside_root": (
             "validation_error",
-            "body.model_dir: /etc is outside the model root /models (the folder of "
-            "SENTIMENT_MODEL_DIR); give an artifact folder inside it, relative or absolute",
+            "body.model_dir: '/etc' is outside the model root; give an artifact folder inside the model "
+            "root (the folder of SENTIMENT_MODEL_DIR), relative to it or absolute",
         ),
     },
 )
@@ -131,7 +140,7 @@ _INCOMPATIBLE = _doc(
     {
         "labels": (
             "incompatible_artifact",
-            "/models/x/meta.json: labels ['neg', 'pos'] differ from the serving model's ['negative', "
+            "x/meta.json: labels ['neg', 'pos'] differ from the serving model's ['negative', "
             "'positive']; clients rely on the labels, so changing them needs a restart. The current model "
             "keeps serving",
         )
@@ -153,6 +162,13 @@ _INCOMPATIBLE = _doc(
 )
 async def reload(
     engine: ReadyEngineDep,
+    request: Request,
     body: Annotated[ReloadRequest | None, Body()] = None,
 ) -> Response:
-    return OrjsonResponse(await reload_model(engine, body.model_dir if body is not None else None))
+    # Who asked, for the reload's log line: the peer (behind a proxy, its X-Forwarded-For as given; the
+    # JSON log line escapes whatever it holds) and the request id.
+    client = request.client.host if request.client else "-"
+    forwarded = request.headers.get("x-forwarded-for")
+    who = f"{client} (forwarded for {forwarded[:200]})" if forwarded else client
+    who += f", request {request_id(request.scope)}"
+    return OrjsonResponse(await reload_model(engine, body.model_dir if body is not None else None, who))

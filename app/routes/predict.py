@@ -173,6 +173,24 @@ async def _watch_disconnect(receive: Receive, pending: Any) -> None:
     pending.drop()
 
 
+class _Client:
+    """What a disconnect watch drops before the request has a Pending (it is being planned)."""
+
+    __slots__ = ("gone", "pending")
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.pending: Any = None
+
+    def left(self) -> bool:
+        return self.gone
+
+    def drop(self) -> None:
+        self.gone = True
+        if self.pending is not None:
+            self.pending.drop()
+
+
 class _DisconnectWatch:
     """Watches for the client leaving, from `after_s` after submission until `close`."""
 
@@ -225,8 +243,21 @@ async def answer(
         batcher = engine.batcher
         assert batcher is not None  # check_ready passed
         deep = batcher.queued_texts >= batcher.max_batch_size  # read before this request joins
-        pending = engine.submit(texts, options, single=request.text is not None)
-        watch = _DisconnectWatch(receive, pending, 0.0 if deep else WATCH_AFTER_S)
+        single = request.text is not None
+        if engine.planned_in_thread(texts):
+            # Watched from the start: a client that leaves while its request waits for the planner
+            # thread is not planned (or, if already, not queued).
+            client = _Client()
+            watch = _DisconnectWatch(receive, client, 0.0)
+            try:
+                pending = await engine.submit_in_thread(texts, options, single=single, abandoned=client.left)
+            except BaseException:
+                watch.close()
+                raise
+            client.pending = pending
+        else:
+            pending = engine.submit(texts, options, single=single)
+            watch = _DisconnectWatch(receive, pending, 0.0 if deep else WATCH_AFTER_S)
         try:
             out = await pending.result()
         finally:
