@@ -1,6 +1,6 @@
 """Training configuration: plain data with defaults that work (SST-2 on CPU).
 
-Each field carries its own help text and the pipeline stage it belongs to (training/pipeline.py);
+Each field carries its own help text and the pipeline stage it belongs to (training/train.py);
 the command line (training/cli.py) is generated from these fields, so a setting is described once.
 """
 
