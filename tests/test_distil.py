@@ -164,7 +164,8 @@ def test_corrupt_cached_stage_is_refused_naming_the_file(distilled, tmp_path, ca
 
 def test_student_moves_towards_the_teacher_logits(distilled, monkeypatch):
     out, cache, tiny = distilled
-    from training.train import load_splits, network_stage, setup, student_stage, unlabelled_corpus
+    from training.student import predict_logits, student_stage
+    from training.train import load_splits, network_stage, setup, unlabelled_corpus
     from training.vocabulary import vocabulary_stage
 
     monkeypatch.setattr(teacher, "fine_tune", lambda *a, **k: pytest.fail("teacher is cached"))
@@ -179,7 +180,6 @@ def test_student_moves_towards_the_teacher_logits(distilled, monkeypatch):
         cfg, splits, vocab, corpus[1:], teachers, device, show_progress=False
     )
     model = network_stage(cfg, vocab, 2)
-    from training.train import predict_logits
 
     def gap() -> float:
         student = predict_logits(model, targets.ids, device)

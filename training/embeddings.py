@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
 from model.tokenizer import UNK_TOKEN
-from training.batching import masked_cross_entropy
+from training.bag_of_words import fit_bag
 
 log = logging.getLogger("training")
 
@@ -99,37 +99,25 @@ def tune_with_bag_of_words(
     Cheap: 25k IMDB reviews take ~10 s an epoch. Updates `weight` in place and
     returns the classifier's final training accuracy.
     """
-    from training.progress import progress as reporter
-
     gen = torch.Generator().manual_seed(seed)
     bag = torch.nn.EmbeddingBag.from_pretrained(
         weight.detach().clone(), freeze=False, mode="mean", sparse=True
     )
     head = torch.nn.Linear(weight.shape[1], num_classes)
-    opt_bag = torch.optim.SparseAdam(list(bag.parameters()), lr=lr)
-    opt_head = torch.optim.Adam(head.parameters(), lr=10 * lr)
-    y_all = torch.tensor(labels)
-    accuracy = 0.0
-    for epoch in range(epochs):
-        order = torch.randperm(len(ids), generator=gen).tolist()
-        correct = 0
-        bar = reporter(len(order), f"bag-of-words {epoch + 1}/{epochs}", enabled=progress)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            flat = torch.tensor([t for i in batch for t in ids[i]], dtype=torch.long)
-            offsets = torch.tensor([0] + [len(ids[i]) for i in batch[:-1]]).cumsum(0)
-            logits = head(bag(flat, offsets))
-            y = y_all[batch]
-            loss = masked_cross_entropy(logits, y, None if mask is None else mask[batch])
-            opt_bag.zero_grad()
-            opt_head.zero_grad()
-            loss.backward()
-            opt_bag.step()
-            opt_head.step()
-            correct += int((logits.argmax(1) == y).sum())
-            bar.update(len(batch))
-        bar.close()
-        accuracy = correct / len(order)
+
+    def forward(rows: list[int]) -> torch.Tensor:
+        flat = torch.tensor([t for i in rows for t in ids[i]], dtype=torch.long)
+        offsets = torch.tensor([0] + [len(ids[i]) for i in rows[:-1]]).cumsum(0)
+        return head(bag(flat, offsets))
+
+    def order() -> list[list[int]]:  # a fresh permutation each epoch, in batches
+        perm = torch.randperm(len(ids), generator=gen).tolist()
+        return [perm[start : start + batch_size] for start in range(0, len(perm), batch_size)]
+
+    fit = fit_bag(
+        bag, head, forward, labels, order=order, epochs=epochs, lr=lr, head_lr=10 * lr, mask=mask,
+        desc="bag-of-words", progress=progress,
+    )
     with torch.no_grad():
         weight.copy_(bag.weight)
-    return accuracy
+    return fit.train_accuracy
