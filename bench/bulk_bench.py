@@ -525,7 +525,7 @@ def report(results: dict[str, Any]) -> None:
             f"(before {lim['before']:,.0f}, "
             f"after {lim['after']:,.0f}; {cores} at once {lim['parallel_copies_sum']:,.0f}) | | | "
             f"{lim['rows_per_s'] * cores:,.0f} | 1.00 | | | "
-            f"{lim.get('rows_per_cpu_s', 0):,.0f} rows per CPU s | |"
+            + (f"{lim['rows_per_cpu_s']:,.0f} rows per CPU s | |" if "rows_per_cpu_s" in lim else "- | |")
         )
         for way, m in r["ways"].items():
             ratio = m["rows_per_s"] / (lim["rows_per_s"] * cores)
@@ -576,6 +576,8 @@ def report(results: dict[str, Any]) -> None:
             f"{rs['peak_rss_mb']:,.0f} MB, the resumed run {rs['resumed_rows_per_s']:,.0f} rows/s "
             "(start-up included).",
         ]
+    if results.get("notes"):
+        lines += ["", "## Partial and earlier parts", "", *(f"- {note}" for note in results["notes"])]
     lines += ["", "![rows/s](bulk.png)", ""]
     (RESULTS / "bulk.md").write_text("\n".join(lines))
     plot(results)
