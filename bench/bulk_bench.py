@@ -446,11 +446,21 @@ def resume_check(path: Path, out_dir: Path, kill_after: float) -> dict[str, Any]
     for leftover in (out, out.with_name(out.name + ".resume.json")):
         leftover.unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, cwd=REPO)
+    journal_file = out.with_name(out.name + ".resume.json")
+
+    def committed() -> int:
+        try:
+            return json.loads(journal_file.read_text())["records"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return 0
+
     with TreeRss(proc.pid) as first:
         time.sleep(kill_after)
+        while committed() == 0 and proc.poll() is None:  # midway means some rows committed
+            time.sleep(0.5)
         os.kill(proc.pid, signal.SIGKILL)  # the main process; its workers exit once orphaned
         proc.wait()
-    journal = json.loads(out.with_name(out.name + ".resume.json").read_text())
+    journal = json.loads(journal_file.read_text())
     size_killed = out.stat().st_size
     t0 = time.perf_counter()
     proc = subprocess.Popen([*cmd, "--resume"], cwd=REPO)
