@@ -446,11 +446,21 @@ def resume_check(path: Path, out_dir: Path, kill_after: float) -> dict[str, Any]
     for leftover in (out, out.with_name(out.name + ".resume.json")):
         leftover.unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, cwd=REPO)
+    journal_file = out.with_name(out.name + ".resume.json")
+
+    def committed() -> int:
+        try:
+            return json.loads(journal_file.read_text())["records"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return 0
+
     with TreeRss(proc.pid) as first:
         time.sleep(kill_after)
+        while committed() == 0 and proc.poll() is None:  # midway means some rows committed
+            time.sleep(0.5)
         os.kill(proc.pid, signal.SIGKILL)  # the main process; its workers exit once orphaned
         proc.wait()
-    journal = json.loads(out.with_name(out.name + ".resume.json").read_text())
+    journal = json.loads(journal_file.read_text())
     size_killed = out.stat().st_size
     t0 = time.perf_counter()
     proc = subprocess.Popen([*cmd, "--resume"], cwd=REPO)
@@ -525,7 +535,7 @@ def report(results: dict[str, Any]) -> None:
             f"(before {lim['before']:,.0f}, "
             f"after {lim['after']:,.0f}; {cores} at once {lim['parallel_copies_sum']:,.0f}) | | | "
             f"{lim['rows_per_s'] * cores:,.0f} | 1.00 | | | "
-            f"{lim.get('rows_per_cpu_s', 0):,.0f} rows per CPU s | |"
+            + (f"{lim['rows_per_cpu_s']:,.0f} rows per CPU s | |" if "rows_per_cpu_s" in lim else "- | |")
         )
         for way, m in r["ways"].items():
             ratio = m["rows_per_s"] / (lim["rows_per_s"] * cores)
@@ -576,6 +586,8 @@ def report(results: dict[str, Any]) -> None:
             f"{rs['peak_rss_mb']:,.0f} MB, the resumed run {rs['resumed_rows_per_s']:,.0f} rows/s "
             "(start-up included).",
         ]
+    if results.get("notes"):
+        lines += ["", "## Partial and earlier parts", "", *(f"- {note}" for note in results["notes"])]
     lines += ["", "![rows/s](bulk.png)", ""]
     (RESULTS / "bulk.md").write_text("\n".join(lines))
     plot(results)
