@@ -1,5 +1,7 @@
 """The embedded default model (models/default): what `make serve`, the image and Compose serve with no
-training step. Its files, size, provenance, accuracy and behaviour are checked as shipped."""
+training step. Its files, size, provenance, accuracy and behaviour are checked as shipped, the figures
+recomputed from the real test sets. The floors are the shipped model's measured figures; issue 20's goals
+(TweetEval macro-recall >= 0.650, ECE <= 0.03, behaviour >= 90 %) are not met yet: see docs/TRAINING.md."""
 
 from __future__ import annotations
 
@@ -10,20 +12,34 @@ import pytest
 import torch
 
 from model.artifact import load_artifact, sha256_file
-from training.behaviour import CASES, behavioural_report
+from model.labels import THREE, UNKNOWN
+from model.readability import Readability
+from model.tokenizer import token_ids
+from training.behaviour import behavioural_report, cases_for
 from training.data import read_labelled_file
+from training.evaluate import classification_report
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "models" / "default"
 MAX_BYTES = 20 * 1024 * 1024
-# Measured on the SST-2 sentence-level test set when the model was trained (meta.json); recomputed here.
-MIN_TEST_ACCURACY = 0.880  # 0.8874 measured; the goal issue 10 set
-MIN_BEHAVIOUR_PASS = 0.84  # 56/66 measured
+MIN_TWEETEVAL_MACRO_RECALL = 0.620  # TweetEval test, 0.6239 measured (LSTM 58.3, FastText 62.9; goal 65.0)
+MIN_SST2_ACCURACY = 0.875  # SST-2 sentence test, negative vs positive only: 0.8825 measured (goal 0.875)
+MAX_TWEETEVAL_ECE = 0.036  # after temperature scaling: 0.0348 measured (goal 0.03)
+MIN_BEHAVIOUR_PASS = 0.80  # 90/111 measured (goal 0.90)
 
 
 @pytest.fixture(scope="module")
 def meta() -> dict:
     return json.loads((DEFAULT / "meta.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def artifact():
+    return load_artifact(DEFAULT)
+
+
+def probabilities(artifact, texts: list[str]) -> torch.Tensor:
+    return torch.cat([artifact.predict_proba(texts[i : i + 256]) for i in range(0, len(texts), 256)])
 
 
 def test_files_match_their_checksums_and_fit_the_size_budget(meta: dict):
@@ -35,29 +51,47 @@ def test_files_match_their_checksums_and_fit_the_size_budget(meta: dict):
     assert total <= MAX_BYTES, f"{total / 2**20:.1f} MiB"
 
 
-def test_provenance_is_recorded(meta: dict):
+def test_three_classes_and_provenance_without_machine_paths(meta: dict):
+    assert meta["labels"] == list(THREE)
     assert meta["command"].startswith("python -m training ") and "--teacher" in meta["command"]
     assert meta["code_commit"]
     d = meta["distillation"]
-    assert d["teacher"]["accuracy"]["test"] > 0.85 and len(d["teacher"]["weights_sha256"]) == 64
-    assert d["transfer_set"]["size"] == sum(d["transfer_set"]["counts"].values()) > 67_000
-    assert len(d["transfer_set"]["sha256"]) == 64 and len(d["labels"]["sha256"]) == 64
+    assert d["teacher"]["macro_recall"]["tweets-test"] > 0.6 and len(d["teacher"]["weights_sha256"]) == 64
+    assert d["transfer_set"]["size"] == sum(d["transfer_set"]["counts"].values()) > 127_000
+    text = (DEFAULT / "meta.json").read_text() + (DEFAULT / "MODEL_CARD.md").read_text()
+    assert "/work/" not in text and "/root/" not in text and "/home/" not in text
 
 
-def test_sentence_level_test_accuracy_recomputed(meta: dict, data_mirror: Path):
-    test = read_labelled_file(data_mirror / "sst2/sentences/test.tsv", name="test")
-    artifact = load_artifact(DEFAULT)
-    probs = torch.cat([artifact.predict_proba(test.texts[i : i + 256]) for i in range(0, len(test), 256)])
+def test_tweeteval_macro_recall_and_calibration_recomputed(meta: dict, artifact, data_mirror: Path):
+    test = read_labelled_file(data_mirror / "tweets/test.tsv", label_names=THREE)
+    probs = probabilities(artifact, test.texts)
+    report = classification_report(probs.log(), torch.tensor(test.labels))  # probabilities are calibrated
+    print(f"TweetEval test macro-recall {report['macro_recall']:.4f}, ECE {report['ece']:.4f}")
+    assert report["macro_recall"] == pytest.approx(meta["metrics"]["tweets-test"]["macro_recall"], abs=2e-3)
+    assert report["macro_recall"] >= MIN_TWEETEVAL_MACRO_RECALL
+    assert report["ece"] <= MAX_TWEETEVAL_ECE
+
+
+def test_sst2_negative_vs_positive_accuracy_recomputed(meta: dict, artifact, data_mirror: Path):
+    test = read_labelled_file(data_mirror / "sst2/sentences/test.tsv")
+    probs = probabilities(artifact, test.texts)[:, [0, 2]]  # negative, positive
     accuracy = float((probs.argmax(1) == torch.tensor(test.labels)).float().mean())
-    print(f"SST-2 sentence-level test accuracy {accuracy:.4f}")
-    assert accuracy == pytest.approx(meta["metrics"]["test"]["accuracy"], abs=1.5 / len(test))
-    assert accuracy >= MIN_TEST_ACCURACY
+    print(f"SST-2 sentence test accuracy (negative vs positive) {accuracy:.4f}")
+    assert accuracy == pytest.approx(meta["metrics"]["sst2-test"]["accuracy"], abs=1.5 / len(test))
+    assert accuracy >= MIN_SST2_ACCURACY
 
 
-def test_behaviour_cases(meta: dict):
-    artifact = load_artifact(DEFAULT)
-    report = behavioural_report(lambda texts: artifact.predict_proba(texts).argmax(1).tolist())
+def test_behaviour_cases(meta: dict, artifact):
+    readability = Readability.of(artifact.tokenizer, **artifact.meta.get("readability", {}))
+
+    def predict(texts: list[str]) -> list[str]:
+        ids = token_ids(artifact.tokenizer, texts)[0]
+        best = artifact.predict_proba(texts).argmax(1).tolist()
+        labels = artifact.labels
+        return [labels[b] if readability.readable([i]) else UNKNOWN for b, i in zip(best, ids, strict=True)]
+
+    report = behavioural_report(predict, artifact.labels)
     overall = report["overall"]
-    assert overall["total"] == len(CASES) >= 60
+    assert overall["total"] == len(cases_for(THREE)) >= 110
     assert overall["passed"] / overall["total"] >= MIN_BEHAVIOUR_PASS, report
     assert overall["passed"] == meta["behaviour"]["overall"]["passed"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -228,9 +229,13 @@ def model_card(meta: dict) -> str:
     return "\n".join(lines)
 
 
+_ABSOLUTE = re.compile(r"(?<![\w.~:/])/(?:[\w.\-]+/)*([\w.\-]+)")
+
+
 def portable(value: Any, roots: list[str]) -> Any:
     """`value` (a meta.json tree) with the machine's folders taken out of every string: paths under the
-    data folder, the working directory or the repository become relative, the home folder `~`."""
+    data folder, the working directory or the repository become relative, and any other absolute path
+    (an output folder, a local teacher) keeps only its last part."""
     if isinstance(value, dict):
         return {portable(k, roots): portable(v, roots) for k, v in value.items()}
     if isinstance(value, list):
@@ -238,7 +243,7 @@ def portable(value: Any, roots: list[str]) -> Any:
     if isinstance(value, str):
         for root in roots:
             value = value.replace(root.rstrip("/") + "/", "")
-        return value.replace(str(Path.home()) + "/", "~/")
+        return _ABSOLUTE.sub(r"\1", value)
     return value
 
 
