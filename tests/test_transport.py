@@ -10,11 +10,10 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Server, start_server
+from bench.loadgen import REPO, Server, start_server
 
 LIMITS = {
     "SENTIMENT_WARMUP": "false",
@@ -28,8 +27,11 @@ LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def server(small_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = start_server(small_artifact, tmp_path_factory.mktemp("transport") / "server.log", env=LIMITS)
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # The shipped model: these tests need a server, not a particular model (no training step).
+    s = start_server(
+        REPO / "models" / "default", tmp_path_factory.mktemp("transport") / "server.log", env=LIMITS
+    )
     yield s
     s.stop()
     assert "Traceback" not in s.log_text(), s.log_text()[-3000:]
