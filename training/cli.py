@@ -137,4 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         meta["behaviour"]["overall"]["passed"],
         meta["behaviour"]["overall"]["total"],
     )
+    for w in meta["warnings"]:  # again at the end, where it is seen
+        log.warning("%s", w["message"])
     return 0
