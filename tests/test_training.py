@@ -68,6 +68,8 @@ def test_data_sized_defaults_apply_to_your_own_files_only():
     assert parse_config(["--preset", "general"]).ngram_buckets == 65_536
     assert parse_config(["--train", "t.csv"]).ngram_buckets == -1  # sized to the data
     assert parse_config(["--train", "t.csv", "--ngram-buckets", "4096"]).ngram_buckets == 4096
+    with pytest.raises(SystemExit):
+        parse_config(["--ngram-buckets", "-2"])
     from training.ngrams import sized_buckets
 
     # 3 distinct bigrams (1,2) (2,3) (3,1): the floor; 300 distinct: the power of two >= 1200
@@ -292,16 +294,15 @@ def test_masked_cross_entropy_ignores_the_labels_a_corpus_lacks():
 def test_majority_baseline_tells_a_constant_answer_from_a_real_lead():
     from training.evaluate import classification_report, majority_baseline
 
-    labels = torch.tensor([0] * 40 + [1] * 60)
-    train = [0] * 45 + [1] * 55  # "1" is the training split's majority
+    labels = torch.tensor([0] * 40 + [1] * 60)  # "1" is the majority
 
     def check_for(right: int) -> dict:
         """A model right on the first `right` rows (all label 0 first), wrong on the rest."""
         logits = torch.nn.functional.one_hot(torch.where(torch.arange(100) < right, labels, 1 - labels), 2)
-        return majority_baseline(classification_report(logits.float(), labels), train, labels)
+        return majority_baseline(classification_report(logits.float(), labels), labels)
 
     constant = majority_baseline(
-        classification_report(torch.tensor([[0.0, 1.0]] * 100), labels), train, labels
+        classification_report(torch.tensor([[0.0, 1.0]] * 100), labels), labels
     )
     assert constant["label"] == 1 and constant["accuracy"] == 0.6 and constant["answered_majority"] == 1.0
     assert constant["macro_f1"] == pytest.approx((2 * 0.6 / 1.6) / 2, abs=1e-5)  # F1 0.75 and 0
@@ -309,12 +310,11 @@ def test_majority_baseline_tells_a_constant_answer_from_a_real_lead():
     assert not constant["beaten"]
     assert not check_for(64)["beaten"]  # 0.64: a lead within one standard error
     assert check_for(70)["beaten"]  # 0.70
-    # a three-class model scored on a binary split: the majority among the outputs scored
-    three = torch.tensor([0, 2, 2, 0, 2])
-    logits = torch.nn.functional.one_hot(three, 3).float()
-    report = classification_report(logits, three, 1.0, (0, 2))
-    check = majority_baseline(report, [1, 1, 1, 2, 0, 2], three, (0, 2))
-    assert check["label"] == 2 and check["accuracy"] == 0.6 and check["answered_majority"] == 0.6
+    # a three-class model scored on a binary split (outputs 0 and 2): the model answers 0 everywhere
+    binary = torch.tensor([0, 2, 2, 0, 2])
+    report = classification_report(torch.tensor([[1.0, 5.0, 0.0]] * 5), binary, 1.0, (0, 2))
+    check = majority_baseline(report, binary, (0, 2))
+    assert check["label"] == 2 and check["accuracy"] == 0.6 and check["answered_majority"] == 0.0
 
 
 def test_small_user_file_gets_a_small_model_and_a_warning(tmp_path: Path, data_mirror: Path):
@@ -344,6 +344,6 @@ def test_small_user_file_gets_a_small_model_and_a_warning(tmp_path: Path, data_m
     assert not check["beaten"]
     assert [w["code"] for w in meta["warnings"]] == ["no_better_than_majority"]
     majority = meta["labels"][check["label"]]
-    assert majority == "positive"  # 171 of the 300 rows
+    assert majority == "positive"  # 17 of the 30 validation rows
     card = (out / "r/MODEL_CARD.md").read_text()
     assert "**Warning:**" in card and f"always answering '{majority}'" in card

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,17 +103,17 @@ def classification_report(
 
 
 def majority_baseline(
-    report: dict, train_labels: Sequence[int], labels: torch.Tensor, allowed: tuple[int, ...] | None = None
+    report: dict, labels: torch.Tensor, allowed: tuple[int, ...] | None = None
 ) -> dict[str, object]:
-    """The constant answer a model must beat: the training split's most frequent label (among
-    `allowed`), scored on the split of `report` (a classification_report of `labels`). `beaten` is
-    false when the model's accuracy is not above that answer's by more than one standard error of
-    it on this many texts (0.09 on 30 texts, 0.017 on 872): a lead within the noise is no lead."""
-    counts = Counter(int(y) for y in train_labels)
+    """The best constant answer, which a model must beat: the most frequent of `labels` (among
+    `allowed`), scored on them; `report` is the model's classification_report of the same labels.
+    `beaten` is false when the model's accuracy is not above that answer's by more than one standard
+    error of it on this many texts (0.09 on 30 texts, 0.017 on 872): a lead within the noise is no lead."""
+    counts = Counter(int(y) for y in labels)
     candidates = list(allowed) if allowed is not None else sorted(counts)
     majority = max(candidates, key=lambda c: counts.get(c, 0))  # ties: the first label
     n = len(labels)
-    share = float((labels == majority).float().mean()) if n else 0.0
+    share = counts.get(majority, 0) / n if n else 0.0
     margin = math.sqrt(share * (1 - share) / n) if n else 0.0
     # the matrix's columns are the scored outputs: `allowed` in order, else every label
     column = candidates.index(majority) if allowed is not None else majority

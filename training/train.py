@@ -276,9 +276,9 @@ def calibration_stage(
 
 def quality_warnings(metrics: dict, splits: dict[str, Split]) -> list[dict[str, str]]:
     """Warnings for the log, meta.json and the model card: a model no better on validation than
-    always answering the training split's most frequent label (metrics["val"]["majority_baseline"])."""
+    always answering its most frequent label (metrics["val"]["majority_baseline"])."""
     train, val = splits["train"], splits["val"]
-    check = majority_baseline(metrics["val"], train.labels, torch.tensor(val.labels), val.allowed)
+    check = majority_baseline(metrics["val"], torch.tensor(val.labels), val.allowed)
     metrics["val"]["majority_baseline"] = check
     if check["beaten"]:
         return []
@@ -286,11 +286,12 @@ def quality_warnings(metrics: dict, splits: dict[str, Split]) -> list[dict[str, 
     return [{
         "code": "no_better_than_majority",
         "message": (
-            f"this model is no better than always answering {name!r}, the training split's most frequent "
-            f"label: validation accuracy {check['model_accuracy']:.3f} against {check['accuracy']:.3f} "
-            f"for that constant answer (a lead under {check['margin']:.3f}, one standard error on "
-            f"{len(val)} texts, is noise), and it answers {name!r} to {check['answered_majority']:.0%} of "
-            f"them. Usually too little labelled data ({len(train)} training texts): add data; with more "
-            "validation texts (--val or --val-fraction) the check is surer."
+            f"this model is no better than always answering {name!r}, the most frequent label of the "
+            f"validation texts: validation accuracy {check['model_accuracy']:.3f} against "
+            f"{check['accuracy']:.3f} for that constant answer (a lead under {check['margin']:.3f}, one "
+            f"standard error on {len(val)} texts, is noise), and it answers {name!r} to "
+            f"{check['answered_majority']:.0%} of them. Usually too little labelled data ({len(train)} "
+            "training texts): add data; with more validation texts (--val or --val-fraction) the check "
+            "is surer."
         ),
     }]
