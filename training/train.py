@@ -168,7 +168,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     metrics, temperature = calibration_stage(model, encoded, splits, bag_info)
     metrics["best_epoch"] = best_epoch
     warnings = quality_warnings(metrics, splits)
-    for w in warnings:
+    for w in warnings if ctx.is_main else ():
         log.warning("%s", w["message"])
     return TrainResult(
         model=model,
