@@ -5,25 +5,77 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
 
 from model.artifact import ArtifactError, load_artifact, sha256_file
+from training.cli import _flag as cli_flag
 from training.cli import main as train_main
+from training.cli import parse_config
+from training.config import TrainConfig
 from training.evaluate import expected_calibration_error, fit_temperature, macro_f1
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_help_explains_every_flag():
+def a_value_other_than(name: str, default: object, choices: tuple | None) -> object:
+    """A value for the field that is not its default, of the field's own type."""
+    if choices:
+        return next(c for c in choices if c != default)
+    if isinstance(default, float):
+        return default + 0.25
+    if isinstance(default, int):
+        return default + 3
+    kind = {f.name: str(f.type) for f in fields(TrainConfig)}[name]
+    if kind.startswith("float"):
+        return 0.125
+    if kind.startswith("int"):
+        return 7
+    return "x.csv" if name.endswith("_file") else "some-text"
+
+
+def test_help_explains_every_flag_and_each_lands_in_the_config():
     out = subprocess.run(
         [sys.executable, "-m", "training", "--help"], capture_output=True, text=True, cwd=REPO, check=True
     ).stdout
-    for flag in ("--dataset", "--out", "--train", "--eval", "--seed", "--device", "--threads", "--epochs"):
-        assert flag in out
     assert "SENTIMENT_DATA_MIRROR" in out
+    squeezed = "".join(out.split())  # argparse wraps lines (and hyphenated words) to the terminal width
+    defaults = TrainConfig()
+    names = [f.name for f in fields(TrainConfig)]
+    assert len(names) > 50
+    for f in fields(TrainConfig):
+        flag, default = cli_flag(f.name), getattr(defaults, f.name)
+        assert f" {flag} " in out or f" {flag}," in out or f"{flag}\n" in out, flag
+        shown = "".join(f.metadata["help"].replace("%%", "%").split())  # argparse expands %% to %
+        assert shown in squeezed, f"{flag}: its help text is not in --help"
+        if isinstance(default, bool):
+            argv, value = [f"--no-{flag[2:]}" if default else flag], not default
+        else:
+            value = a_value_other_than(f.name, default, f.metadata["choices"])
+            argv = [flag, str(value)]
+        if f.name in ("eval_file", "val_file"):
+            argv += ["--train", "t.csv"]  # they need --train
+        cfg = parse_config(argv)
+        got = getattr(cfg, f.name)
+        assert got == value and type(got) is type(value), (flag, got, value)
+
+
+def test_data_sized_defaults_apply_to_your_own_files_only():
+    assert parse_config([]).ngram_buckets == 262_144  # built-in corpora keep the recipe's value
+    assert parse_config(["--preset", "general"]).ngram_buckets == 65_536
+    assert parse_config(["--train", "t.csv"]).ngram_buckets == -1  # sized to the data
+    assert parse_config(["--train", "t.csv", "--ngram-buckets", "4096"]).ngram_buckets == 4096
+    with pytest.raises(SystemExit):
+        parse_config(["--ngram-buckets", "-2"])
+    from training.ngrams import sized_buckets
+
+    # 3 distinct bigrams (1,2) (2,3) (3,1): the floor; 300 distinct: the power of two >= 1200
+    assert sized_buckets([[1, 2, 3, 1, 2], [2, 3]]) == (1024, 3)
+    assert sized_buckets([[i, i + 1] for i in range(300)]) == (2048, 300)
+    assert sized_buckets([[i, i + 1] for i in range(200_000)]) == (262_144, 200_000)  # the cap
 
 
 def test_small_run_learns_and_exports_a_complete_artifact(small_artifact: Path, data_mirror: Path):
@@ -50,6 +102,9 @@ def test_small_run_learns_and_exports_a_complete_artifact(small_artifact: Path, 
     assert (small_artifact.parent / "latest").resolve() == small_artifact.resolve()
     card = (small_artifact / "MODEL_CARD.md").read_text()
     assert "Behavioural report" in card and "negation" in card
+    # clearly better than always answering the majority label: no warning
+    assert meta["metrics"]["val"]["majority_baseline"]["beaten"] and meta["warnings"] == []
+    assert "Warning" not in card
 
 
 def test_artifact_scores_real_sentences_in_a_fresh_process(small_artifact: Path):
@@ -234,3 +289,61 @@ def test_masked_cross_entropy_ignores_the_labels_a_corpus_lacks():
     assert float(loss) == pytest.approx(float(expected))
     loss.backward()
     assert logits.grad[0, 1] == 0  # the missing class gets no gradient from that row
+
+
+def test_majority_baseline_tells_a_constant_answer_from_a_real_lead():
+    from training.evaluate import classification_report, majority_baseline
+
+    labels = torch.tensor([0] * 40 + [1] * 60)  # "1" is the majority
+
+    def check_for(right: int) -> dict:
+        """A model right on the first `right` rows (all label 0 first), wrong on the rest."""
+        logits = torch.nn.functional.one_hot(torch.where(torch.arange(100) < right, labels, 1 - labels), 2)
+        return majority_baseline(classification_report(logits.float(), labels), labels)
+
+    constant = majority_baseline(
+        classification_report(torch.tensor([[0.0, 1.0]] * 100), labels), labels
+    )
+    assert constant["label"] == 1 and constant["accuracy"] == 0.6 and constant["answered_majority"] == 1.0
+    assert constant["macro_f1"] == pytest.approx((2 * 0.6 / 1.6) / 2, abs=1e-5)  # F1 0.75 and 0
+    assert constant["margin"] == pytest.approx((0.6 * 0.4 / 100) ** 0.5, abs=1e-5)  # 0.049
+    assert not constant["beaten"]
+    assert not check_for(64)["beaten"]  # 0.64: a lead within one standard error
+    assert check_for(70)["beaten"]  # 0.70
+    # a three-class model scored on a binary split (outputs 0 and 2): the model answers 0 everywhere
+    binary = torch.tensor([0, 2, 2, 0, 2])
+    report = classification_report(torch.tensor([[1.0, 5.0, 0.0]] * 5), binary, 1.0, (0, 2))
+    check = majority_baseline(report, binary, (0, 2))
+    assert check["label"] == 2 and check["accuracy"] == 0.6 and check["answered_majority"] == 0.0
+
+
+def test_small_user_file_gets_a_small_model_and_a_warning(tmp_path: Path, data_mirror: Path):
+    # the new user's case: 300 real SST-2 sentences as a CSV, every default
+    rows = (data_mirror / "sst2/sentences/train.tsv").read_text(encoding="utf-8").splitlines()[1:301]
+    with open(tmp_path / "train.csv", "w", encoding="utf-8") as f:
+        f.write("text,label\n")
+        for r in rows:
+            text, label = r.rsplit("\t", 1)
+            f.write('"{}",{}\n'.format(text.replace('"', '""'), "positive" if label == "1" else "negative"))
+    out = tmp_path / "art"
+    code = train_main(["--train", str(tmp_path / "train.csv"), "--out", str(out), "--run-name", "r",
+                       "--threads", "1", "--no-progress"])
+    assert code == 0
+    meta = json.loads((out / "r/meta.json").read_text())
+    # the bag is sized to the data: a power of two in [4, 8) x the distinct bigrams, not 262144
+    sized = meta["metrics"]["ngram_bag"]["sized_to_data"]
+    buckets = meta["network"]["ngram_buckets"]
+    assert meta["training"]["ngram_buckets"] == -1 and sized["buckets"] == buckets
+    assert 4 * sized["distinct_bigrams"] <= buckets < 8 * sized["distinct_bigrams"] < 262_144
+    assert buckets & (buckets - 1) == 0
+    assert (out / "r/model.pt").stat().st_size < 12e6  # 23.6 MB with 262144 buckets
+    # the vocabulary is the training split's words, far under the 30000 maximum
+    assert meta["vocab_size"] < 3000
+    # it learned nothing usable from 270 texts, and says so in meta.json and the card
+    check = meta["metrics"]["val"]["majority_baseline"]
+    assert not check["beaten"]
+    assert [w["code"] for w in meta["warnings"]] == ["no_better_than_majority"]
+    majority = meta["labels"][check["label"]]
+    assert majority == "positive"  # 17 of the 30 validation rows
+    card = (out / "r/MODEL_CARD.md").read_text()
+    assert "**Warning:**" in card and f"always answering '{majority}'" in card

@@ -11,7 +11,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from training.config import DEFAULT_TEACHER, PRESETS, STAGES, TrainConfig
+from training.config import DEFAULT_TEACHER, PRESETS, SIZED_TO_DATA, STAGES, TrainConfig
 
 
 def _flag(name: str) -> str:
@@ -68,6 +68,8 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         cfg.dataset = "files"
     elif cfg.eval_file or cfg.val_file:
         parser.error("--eval and --val need --train")
+    if cfg.ngram_buckets < SIZED_TO_DATA:
+        parser.error("--ngram-buckets: a number of rows, 0 (no n-gram bag) or -1 (sized to the data)")
     given = vars(build_parser(suppress_defaults=True).parse_args(argv))
     for name, value in PRESETS.get(cfg.preset or cfg.dataset, {}).items():
         if name not in given:
@@ -137,4 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         meta["behaviour"]["overall"]["passed"],
         meta["behaviour"]["overall"]["total"],
     )
+    for w in meta["warnings"]:  # again at the end, where it is seen
+        log.warning("%s", w["message"])
     return 0

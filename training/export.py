@@ -120,6 +120,7 @@ def model_card(meta: dict) -> str:
         f"trained on `{meta['dataset']['name']}` "
         f"in {meta['training_seconds']:.0f} s on {meta['device']}. Created {meta['created_at']}.",
         "",
+        *[line for w in meta.get("warnings") or () for line in (f"**Warning:** {w['message']}", "")],
         "## Evaluation",
         "",
         "| split | n | accuracy | macro-F1 | macro-recall | ECE raw | ECE calibrated |",
@@ -170,9 +171,12 @@ def model_card(meta: dict) -> str:
         )
     if "ngram_bag" in m:
         parts = m["components"]
+        sized = m["ngram_bag"].get("sized_to_data")
         lines.append(
             f"- Beside the LSTM, a bag of words and hashed bigrams ({meta['network']['ngram_buckets']} rows, "
-            f"dim {meta['network']['ngram_dim']}) adds its logits with weight {m['ngram_bag']['weight']} "
+            + (f"sized to the training split's {sized['distinct_bigrams']} distinct bigrams, " if sized
+               else "")
+            + f"dim {meta['network']['ngram_dim']}) adds its logits with weight {m['ngram_bag']['weight']} "
             "(fitted on val). Accuracy of each part alone: "
             + "; ".join(
                 f"{name}: LSTM {p['lstm']:.4f}, bag {p['ngram_bag']:.4f}" for name, p in parts.items()
@@ -330,6 +334,7 @@ def write_artifact(
             "tokenizers": tokenizers.__version__,
         },
         "parity": {"scripted_vs_eager_max_abs": script_diff},
+        "warnings": result.warnings,  # e.g. no_better_than_majority (training/train.py quality_warnings)
     }
     meta = portable(meta, machine_roots())
     (staging / "MODEL_CARD.md").write_text(model_card(meta), encoding="utf-8")

@@ -8,6 +8,7 @@ same split that picks the best epoch and fits the temperature, never the test sp
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -20,6 +21,7 @@ from model.network import SentimentLSTM
 from model.tokenizer import pad
 from training.bag_of_words import fit_bag
 from training.batching import bucketed_batches, score_in_batches
+from training.config import BUCKETS_PER_BIGRAM, MIN_SIZED_BUCKETS, NGRAM_BUCKETS
 from training.evaluate import fit_temperature
 
 log = logging.getLogger("training")
@@ -73,6 +75,15 @@ def train_ngram_bag(
              seconds)
     return {"val_accuracy": round(fit.val_accuracy, 5), "best_epoch": fit.best_epoch,
             "seconds": round(seconds, 1)}
+
+
+def sized_buckets(train_ids: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """--ngram-buckets -1: the bucket count for this training split, and its distinct bigrams. A few
+    rows per bigram keeps collisions rare (on 2,700 SST-2 sentences 2x to 16x gave the same dev accuracy,
+    docs/SMALL_DATA.md); more rows only make the artifact bigger."""
+    bigrams = len({pair for row in train_ids for pair in itertools.pairwise(row)})
+    wanted = 1 << max(0, BUCKETS_PER_BIGRAM * bigrams - 1).bit_length()  # a power of two, >= the product
+    return min(NGRAM_BUCKETS, max(MIN_SIZED_BUCKETS, wanted)), bigrams
 
 
 def fit_ngram_weight(lstm_logits: torch.Tensor, bag_logits: torch.Tensor, labels: torch.Tensor) -> float:

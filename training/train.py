@@ -7,6 +7,7 @@ The student's training loop is training/student.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -18,7 +19,7 @@ import torch
 from model.network import NetworkConfig, SentimentLSTM
 from model.tokenizer import token_ids
 from training import distributed
-from training.config import TrainConfig
+from training.config import SIZED_TO_DATA, TrainConfig
 from training.data import (
     Split,
     file_checksums,
@@ -29,9 +30,9 @@ from training.data import (
     subset,
 )
 from training.distil import distillation_targets, fine_tune_teachers, gold_targets
-from training.evaluate import accuracy, classification_report, fit_temperature
+from training.evaluate import accuracy, classification_report, fit_temperature, majority_baseline
 from training.fetch import data_dir
-from training.ngrams import fit_ngram_weight, ngram_logits, train_ngram_bag
+from training.ngrams import fit_ngram_weight, ngram_logits, sized_buckets, train_ngram_bag
 from training.student import predict_logits, student_stage
 from training.vocabulary import Vocabulary, vocabulary_stage
 
@@ -117,6 +118,7 @@ class TrainResult:
     world_size: int = 1
     rank: int = 0
     distillation: dict | None = None
+    warnings: list[dict[str, str]] = field(default_factory=list)  # meta.json "warnings"
 
 
 def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
@@ -142,8 +144,17 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         cfg, splits, corpus, threads=cfg.threads or torch.get_num_threads(), show_progress=show
     )
     encoded = {name: token_ids(vocab.tokenizer, s.texts)[0] for name, s in splits.items()}
+    sized = None
+    if cfg.ngram_buckets == SIZED_TO_DATA:  # the caller's cfg (meta.json's "training") keeps -1
+        buckets, bigrams = sized_buckets(encoded["train"])
+        cfg = dataclasses.replace(cfg, ngram_buckets=buckets)
+        sized = {"distinct_bigrams": bigrams, "buckets": buckets}
+        log.info("n-gram bag: %d buckets, sized to the %d distinct bigrams of the training split "
+                 "(--ngram-buckets N to choose)", buckets, bigrams)
     model = network_stage(cfg, vocab, len(labels))
     bag_info = ngram_stage(cfg, model, encoded, splits, show) if cfg.ngram_buckets else None
+    if bag_info is not None and sized:
+        bag_info["sized_to_data"] = sized
     if cfg.teacher:  # teacher -> transfer set -> teacher labels
         targets = distillation_targets(cfg, splits, vocab, corpus[1:], teachers, device, show_progress=show)
     else:
@@ -156,6 +167,9 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         model.half_tables()  # evaluated and calibrated as stored
     metrics, temperature = calibration_stage(model, encoded, splits, bag_info)
     metrics["best_epoch"] = best_epoch
+    warnings = quality_warnings(metrics, splits)
+    for w in warnings if ctx.is_main else ():
+        log.warning("%s", w["message"])
     return TrainResult(
         model=model,
         tokenizer=vocab.tokenizer,
@@ -171,6 +185,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
         world_size=ctx.world_size,
         rank=ctx.rank,
         distillation=targets.info or None,
+        warnings=warnings,
     )
 
 
@@ -188,6 +203,8 @@ def setup(cfg: TrainConfig) -> tuple[distributed.DistContext, torch.device]:
 
 
 def network_stage(cfg: TrainConfig, vocab: Vocabulary, num_classes: int) -> SentimentLSTM:
+    if cfg.ngram_buckets < 0:
+        raise ValueError(f"ngram_buckets {cfg.ngram_buckets}: sized to the data by train(), not here")
     net_cfg = NetworkConfig(
         vocab_size=vocab.tokenizer.get_vocab_size(),
         num_classes=num_classes,
@@ -255,3 +272,26 @@ def calibration_stage(
             logits[name], torch.tensor(splits[name].labels), temperature, splits[name].allowed
         )
     return metrics, temperature
+
+
+def quality_warnings(metrics: dict, splits: dict[str, Split]) -> list[dict[str, str]]:
+    """Warnings for the log, meta.json and the model card: a model no better on validation than
+    always answering its most frequent label (metrics["val"]["majority_baseline"])."""
+    train, val = splits["train"], splits["val"]
+    check = majority_baseline(metrics["val"], torch.tensor(val.labels), val.allowed)
+    metrics["val"]["majority_baseline"] = check
+    if check["beaten"]:
+        return []
+    name = train.label_names[int(check["label"])]
+    return [{
+        "code": "no_better_than_majority",
+        "message": (
+            f"this model is no better than always answering {name!r}, the most frequent label of the "
+            f"validation texts: validation accuracy {check['model_accuracy']:.3f} against "
+            f"{check['accuracy']:.3f} for that constant answer (a lead under {check['margin']:.3f}, one "
+            f"standard error on {len(val)} texts, is noise), and it answers {name!r} to "
+            f"{check['answered_majority']:.0%} of them. Usually too little labelled data ({len(train)} "
+            "training texts): add data; with more validation texts (--val or --val-fraction) the check "
+            "is surer."
+        ),
+    }]
