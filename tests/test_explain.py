@@ -351,7 +351,8 @@ async def plain_behind_explain_flood(
         return real_submit(*args, **kwargs)
 
     monkeypatch.setattr(explain, "submit", counting_submit)
-    settings = {"max_batch_size": 16, "max_queue_texts": 8192}
+    # TorchScript's pass split (core/batcher.py): the counts below assume a held batch is one pass
+    settings = {"max_batch_size": 16, "max_queue_texts": 8192, "backend": "torchscript"}
     async with serve(small_artifact, recorder, **settings) as (app, client):
         app.state.engine.explain_lane.size = lane  # 2 x max_batch_size unless set here
         batcher = app.state.engine.batcher
