@@ -20,6 +20,7 @@ from training import distil, teacher
 from training.cache import CacheError, Stage
 from training.cli import main as train_main
 from training.cli import parse_config
+from training.config import PRIOR_POWERS
 from training.progress import LineProgress
 from training.transfer import AugmentSettings, augment, build, sentences
 
@@ -98,6 +99,12 @@ def test_three_class_distillation_end_to_end(tiny_teacher: Path, tmp_path: Path)
     assert m["sst2-test"]["scored_on_outputs"] == [0, 2] and len(m["sst2-test"]["confusion_matrix"]) == 2
     logits = torch.load(next((tmp_path / "cache").glob("labels-*/logits.pt")), weights_only=True)
     assert logits.shape[1] == 3
+    # The preset's prior correction: the power with the best val macro-recall, recorded and in the card.
+    prior = m["prior_correction"]
+    assert set(prior["val_macro_recall"]) == {str(p) for p in PRIOR_POWERS}
+    assert prior["val_macro_recall"][str(prior["power"])] == max(prior["val_macro_recall"].values())
+    assert len(prior["bias_shift"]) == 3
+    assert "Prior correction: power" in (tmp_path / "out/three/MODEL_CARD.md").read_text()
 
 
 def test_cached_stages_are_reused(distilled, monkeypatch):

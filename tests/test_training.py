@@ -16,7 +16,9 @@ from training.cli import _flag as cli_flag
 from training.cli import main as train_main
 from training.cli import parse_config
 from training.config import TrainConfig
+from training.data import Split
 from training.evaluate import expected_calibration_error, fit_temperature, macro_f1
+from training.train import prior_shift
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -347,3 +349,16 @@ def test_small_user_file_gets_a_small_model_and_a_warning(tmp_path: Path, data_m
     assert majority == "positive"  # 17 of the 30 validation rows
     card = (out / "r/MODEL_CARD.md").read_text()
     assert "**Warning:**" in card and f"always answering '{majority}'" in card
+
+
+def test_prior_shift_favours_the_labels_rare_in_training():
+    """--prior-correction: the shift divides calibrated probabilities by the label frequencies to a
+    power, so with power 1 a text the model finds as likely as the training mix answers uniformly."""
+    train = Split("train", ["t"] * 10, [0] + [1] * 2 + [2] * 7, "test")
+    shift = prior_shift(train, 3, 1.0, temperature=2.0)
+    assert shift[0] > shift[1] > shift[2]
+    frequencies = torch.tensor([0.1, 0.2, 0.7])
+    balanced = torch.softmax((2.0 * frequencies.log() + shift) / 2.0, dim=0)
+    assert torch.allclose(balanced, torch.full((3,), 1 / 3), atol=1e-6)
+    assert torch.equal(prior_shift(train, 3, 0.0, 1.0), torch.zeros(3))
+    assert torch.isfinite(prior_shift(Split("train", ["t"], [0], "test"), 3, 1.0, 1.0)).all()  # unseen labels

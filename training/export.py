@@ -154,6 +154,18 @@ def model_card(meta: dict) -> str:
         )
         + ", so it is optimistic; report the other splits.",
         "",
+    ]
+    prior = meta["metrics"].get("prior_correction")
+    if prior:
+        lines += [
+            f"Prior correction: power {prior['power']} (`--prior-correction`; val macro-recall by power "
+            f"{prior['val_macro_recall']}). The classifier's bias was shifted by {prior['bias_shift']}, "
+            "which "
+            "divides the probabilities by the training labels' frequencies to that power, so a label that "
+            "was rare in training is not under-answered.",
+            "",
+        ]
+    lines += [
         "## Data",
         "",
         *[f"- `{name}`: {s['n']} examples from {s['source']}" for name, s in splits.items()],

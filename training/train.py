@@ -19,7 +19,7 @@ import torch
 from model.network import NetworkConfig, SentimentLSTM
 from model.tokenizer import token_ids
 from training import distributed
-from training.config import SIZED_TO_DATA, TrainConfig
+from training.config import CHOSEN_ON_VAL, PRIOR_POWERS, SIZED_TO_DATA, TrainConfig
 from training.data import (
     Split,
     file_checksums,
@@ -30,7 +30,14 @@ from training.data import (
     subset,
 )
 from training.distil import distillation_targets, fine_tune_teachers, gold_targets
-from training.evaluate import accuracy, classification_report, fit_temperature, majority_baseline
+from training.evaluate import (
+    accuracy,
+    classification_report,
+    confusion_matrix,
+    fit_temperature,
+    macro_recall,
+    majority_baseline,
+)
 from training.fetch import data_dir
 from training.ngrams import fit_ngram_weight, ngram_logits, sized_buckets, train_ngram_bag
 from training.student import predict_logits, student_stage
@@ -165,7 +172,7 @@ def train(cfg: TrainConfig, metrics_path: Path | None = None) -> TrainResult:
     model = model.cpu().eval()
     if cfg.half_embeddings:
         model.half_tables()  # evaluated and calibrated as stored
-    metrics, temperature = calibration_stage(model, encoded, splits, bag_info)
+    metrics, temperature = calibration_stage(model, encoded, splits, bag_info, cfg.prior_correction)
     metrics["best_epoch"] = best_epoch
     warnings = quality_warnings(metrics, splits)
     for w in warnings if ctx.is_main else ():
@@ -242,9 +249,14 @@ def ngram_stage(
 
 
 def calibration_stage(
-    model: SentimentLSTM, encoded: dict[str, list[list[int]]], splits: dict[str, Split], bag_info: dict | None
+    model: SentimentLSTM,
+    encoded: dict[str, list[list[int]]],
+    splits: dict[str, Split],
+    bag_info: dict | None,
+    prior_correction: float = 0.0,
 ) -> tuple[dict, float]:
-    """Add the n-gram bag with its fitted weight, fit the temperature on val, report every split."""
+    """Add the n-gram bag with its fitted weight, apply --prior-correction, fit the temperature on val,
+    report every split."""
     cpu = torch.device("cpu")
     eval_names = [name for name in splits if name != "train"]
     val_labels = torch.tensor(splits["val"].labels)
@@ -265,6 +277,23 @@ def calibration_stage(
         }
         logits = {name: logits[name] + weight * bag[name] for name in eval_names}
         log.info("n-gram bag weight %.1f; accuracy of the parts alone: %s", weight, metrics["components"])
+    if prior_correction:
+        t0 = fit_temperature(logits["val"], val_labels)
+        powers = PRIOR_POWERS if prior_correction == CHOSEN_ON_VAL else (prior_correction,)
+        shifts = {p: prior_shift(splits["train"], logits["val"].size(1), p, t0) for p in powers}
+        on_val = {p: macro_recall(confusion_matrix((logits["val"] + shifts[p]).argmax(1), val_labels,
+                                                   logits["val"].size(1))) for p in powers}
+        power = max(powers, key=lambda p: (on_val[p], -p))  # ties: the smaller correction
+        shift = shifts[power]
+        with torch.no_grad():
+            model.classifier.bias.add_(shift)
+        logits = {name: lg + shift for name, lg in logits.items()}
+        metrics["prior_correction"] = {
+            "power": power, "bias_shift": [round(float(x), 4) for x in shift],
+            "val_macro_recall": {str(p): round(r, 5) for p, r in on_val.items()},
+        }
+        log.info("prior correction: power %s (val macro-recall by power: %s); classifier bias shifted by %s",
+                 power, on_val, metrics["prior_correction"]["bias_shift"])
     temperature = fit_temperature(logits["val"], val_labels)
     metrics["temperature"] = round(temperature, 4)
     for name in eval_names:
@@ -272,6 +301,14 @@ def calibration_stage(
             logits[name], torch.tensor(splits[name].labels), temperature, splits[name].allowed
         )
     return metrics, temperature
+
+
+def prior_shift(train: Split, num_classes: int, power: float, temperature: float) -> torch.Tensor:
+    """The logit shift that divides calibrated probabilities by the training label frequencies to
+    `power`: -power * T * log(frequency), T the temperature before the shift. A label absent from the
+    training split (or masked) counts once, so the shift stays finite."""
+    counts = torch.bincount(torch.tensor(train.labels), minlength=num_classes).float().clamp(min=1)
+    return -power * temperature * (counts / counts.sum()).log()
 
 
 def quality_warnings(metrics: dict, splits: dict[str, Split]) -> list[dict[str, str]]:
