@@ -20,7 +20,7 @@ from training import distil, teacher
 from training.cache import CacheError, Stage
 from training.cli import main as train_main
 from training.cli import parse_config
-from training.config import PRIOR_POWERS
+from training.config import CHOSEN_ON_VAL, PRIOR_POWERS
 from training.progress import LineProgress
 from training.transfer import AugmentSettings, augment, build, sentences
 
@@ -88,7 +88,7 @@ def test_three_class_distillation_end_to_end(tiny_teacher: Path, tmp_path: Path)
     """The general mixture (SST-3 phrases and tweets): a three-way teacher head on a two-label
     checkpoint, three-class teacher logits, a three-class student; every evaluation set reported."""
     argv = args(tiny_teacher, tmp_path / "out", tmp_path / "cache", "three")
-    assert train_main([*argv, "--preset", "general"]) == 0
+    assert train_main([*argv, "--preset", "general", "--prior-correction", str(CHOSEN_ON_VAL)]) == 0
     meta = json.loads((tmp_path / "out/three/meta.json").read_text())
     assert meta["labels"] == ["negative", "neutral", "positive"]
     teacher_on = meta["distillation"]["teacher"]
@@ -99,7 +99,7 @@ def test_three_class_distillation_end_to_end(tiny_teacher: Path, tmp_path: Path)
     assert m["sst2-test"]["scored_on_outputs"] == [0, 2] and len(m["sst2-test"]["confusion_matrix"]) == 2
     logits = torch.load(next((tmp_path / "cache").glob("labels-*/logits.pt")), weights_only=True)
     assert logits.shape[1] == 3
-    # The preset's prior correction: the power with the best val macro-recall, recorded and in the card.
+    # --prior-correction -1: the power with the best val macro-recall, recorded and in the card.
     prior = m["prior_correction"]
     assert set(prior["val_macro_recall"]) == {str(p) for p in PRIOR_POWERS}
     assert prior["val_macro_recall"][str(prior["power"])] == max(prior["val_macro_recall"].values())
