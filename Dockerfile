@@ -1,4 +1,4 @@
-#   docker build -t sentiment-service .        # the API server image, CPU torch (~1.3 GB)
+#   docker build -t sentiment-service .        # the API server image, CPU torch (~1.15 GB)
 #
 # Only CPU stages: the classic builder (DOCKER_BUILDKIT=0) builds every stage in the file, used or not.
 # Serving only: the image holds what app/, core/, model/ and scoring/ import (requirements.lock), no
