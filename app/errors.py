@@ -151,9 +151,13 @@ def json_invalid_message(error: str, loc: Sequence[Any] = ()) -> str:
 def body_too_large_message(size: int | None, limit: int) -> str:
     """413: which limit the body hit and the two ways under it (the body holds many texts, or one long
     text: no single text within SENTIMENT_MAX_CHARS_PER_TEXT comes near the body limit)."""
-    got = f"request body is {size} bytes" if size is not None else f"request body exceeds {limit} bytes"
+    limit_hit = f"SENTIMENT_MAX_BODY_BYTES={limit}"
+    if size is None:  # chunked: read up to the limit
+        got = f"request body exceeds {limit} bytes ({limit_hit})"
+    else:
+        got = f"request body is {size} bytes; at most {limit} are accepted ({limit_hit})"
     return (
-        f"{got}; at most {limit} bytes are accepted (SENTIMENT_MAX_BODY_BYTES={limit}). Many texts: send "
+        f"{got}. Many texts: send "
         "them over several requests; one long document: send an excerpt (a text may have at most "
         "SENTIMENT_MAX_CHARS_PER_TEXT characters, and only its first chunks are scored)"
     )
