@@ -162,3 +162,31 @@ async def test_error_messages_say_where_and_what_to_do() -> None:
         r = await client.post("/predict", content=b'{"text": "\xff\xfe good"}', headers=JSON)
         message = r.json()["error"]["message"]
         assert r.status_code == 422 and "not UTF-8" in message and message.count("send") == 1, message
+
+
+def test_readme_settings_table_shows_the_defaults_the_code_has() -> None:
+    """Each `SENTIMENT_*` row of the README's settings table (`A` / `B` rows: one default each) shows
+    the default of that field in app/settings.py or core/settings.py, so the table cannot go stale."""
+    import re
+
+    def shown(value: Any) -> str:
+        if value is None:
+            return "unset"
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return "empty" if value == [] else str(value)
+
+    rows = re.findall(r"^\| (`SENTIMENT_[^|]*) \| ([^|]*) \|", (REPO / "README.md").read_text(), re.M)
+    checked = 0
+    for names, defaults in rows:
+        fields = re.findall(r"`SENTIMENT_(\w+)`", names)
+        values = [d.strip().strip("`") for d in defaults.split(" / ")] if len(fields) > 1 else [defaults]
+        assert len(values) == len(fields), names
+        for name, value in zip(fields, values, strict=True):
+            field = Settings.model_fields[name.lower()]
+            default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+            assert value.strip().strip("`") == shown(default), (name, value, default)
+            checked += 1
+    assert checked >= 30, checked
