@@ -12,7 +12,9 @@ import os
 import socket
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 from pydantic import ValidationError
 from pydantic_core import PydanticUndefined
@@ -37,9 +39,13 @@ def settings_help() -> str:
         else:
             default = None if field.default is PydanticUndefined else field.default
         shown = "unset" if default is None or default == [] else str(default)
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        if choices:
+            shown += f"; one of {', '.join(map(str, choices))}"
         lines.append(f"  SENTIMENT_{name.upper()}  (default: {shown})")
         if field.description:
-            lines.append(f"      {field.description}")
+            pad = " " * 6
+            lines.extend(textwrap.wrap(field.description, 104, initial_indent=pad, subsequent_indent=pad))
     return "\n".join(lines) + "\n"
 
 
