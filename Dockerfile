@@ -1,15 +1,16 @@
-#   docker build -t sentiment-service .        # the API server image, CPU torch (~1.3 GB)
+#   docker build -t sentiment-service .        # the API server image, CPU torch (~1.15 GB)
 #
 # Only CPU stages: the classic builder (DOCKER_BUILDKIT=0) builds every stage in the file, used or not.
-# The GPU training image has its own file: deploy/gpu/Dockerfile.
+# Serving only: the image holds what app/, core/, model/ and scoring/ import (requirements.lock), no
+# training code and none of the `train` extra. Training runs in its own image, deploy/gpu/Dockerfile
+# (PyPI's CUDA build, or the CPU one as compose's `train` service builds it).
 #
 # The image carries the default model (the repository's models/default: the distilled SST-2
 # embedding + biLSTM, 18 MB) at /opt/sentiment/models/default, root-owned and read-only, and serves it:
 # `docker run -p 8000:8000 sentiment-service` needs no training, no network and no volume.
 # To serve another model, mount it and point SENTIMENT_MODEL_DIR at it (an artifact directory, or a
 # folder whose `latest` points at one), e.g. `-v sentiment-service_models:/models:ro -e
-# SENTIMENT_MODEL_DIR=/models`. Pointed at a folder with no model in it, `python -m app` trains the
-# default one into it first (needs network access for the data, and a writable folder).
+# SENTIMENT_MODEL_DIR=/models`. Pointed at a folder with no model in it, `python -m app` exits and says so.
 # Every SENTIMENT_* setting (app/settings.py) can be changed with `docker run -e`.
 #
 # Reproducible: every Python package comes from requirements.lock (exact versions and sha256 hashes,
@@ -45,13 +46,14 @@ open('/tmp/torch.txt', 'w').write(''.join(d + '\n' for d in deps if is_torch(d))
  && rm -rf /opt/venv/lib/python3*/site-packages/torch/include /opt/venv/lib/python3*/site-packages/torch/test
 COPY README.md ./
 COPY model ./model
-COPY training ./training
 COPY core ./core
 COPY app ./app
 # sentiment-score (bulk scoring of CSV/JSON Lines files; Parquet needs the `scoring` extra, not installed here)
 COPY scoring ./scoring
-# No build isolation: builds with the locked setuptools instead of fetching the newest one.
-RUN pip install --no-deps --no-build-isolation .
+# No build isolation: builds with the locked setuptools instead of fetching the newest one. The
+# sentiment-train command would only fail here (no training package): removed.
+RUN pip install --no-deps --no-build-isolation . \
+ && rm /opt/venv/bin/sentiment-train
 
 # ---- the default model: root-owned, readable by all, writable by none but root ---------------------
 # Modes set here, not taken from the checkout (a umask of 077 would leave the files unreadable to the
@@ -62,12 +64,12 @@ RUN chmod -R u=rwX,go=rX /opt/sentiment
 
 # ---- API server (the default target) ---------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
-# A non-root user; writable /models and data cache for models trained into volumes (named volumes
-# mounted there start as copies of these empty, app-owned folders).
+# A non-root user; a writable /models for models trained into volumes (a named volume mounted there
+# starts as a copy of this empty, app-owned folder). No data cache: serving reads no corpora.
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app \
- && mkdir -p /models /data-cache \
- && chown app:app /models /data-cache
+ && mkdir -p /models \
+ && chown app:app /models
 # Before the virtualenv: a code or dependency change does not copy the model again.
 COPY --from=default-model /opt/sentiment /opt/sentiment
 COPY --from=builder /opt/venv /opt/venv
@@ -77,9 +79,7 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    MPLCONFIGDIR=/tmp/matplotlib \
     SENTIMENT_MODEL_DIR=/opt/sentiment/models/default \
-    SENTIMENT_DATA_CACHE=/data-cache \
     SENTIMENT_HOST=0.0.0.0 \
     SENTIMENT_PORT=8000 \
     SENTIMENT_WORKERS=1 \

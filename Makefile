@@ -10,20 +10,34 @@ endif
 
 .PHONY: install serve train test e2e lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+# Three installs into one .venv, each done once (again when pyproject.toml changes), with pip's
+# progress shown: serving ([project] dependencies only), training (+ the `train` extra), and the
+# tests' (+ the `dev` extra, which includes `train`).
+$(BIN)/.installed-serve: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --upgrade pip
+	@echo "== installing the serving dependencies into $(VENV) (the first time: a minute or two) =="
+	$(BIN)/python -m pip install -e .
 	touch $@
 
-install: $(BIN)/.installed
+$(BIN)/.installed-train: $(BIN)/.installed-serve
+	@echo "== installing the training dependencies (the train extra) into $(VENV) =="
+	$(BIN)/python -m pip install -e '.[train]'
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed-serve
+	@echo "== installing the test and development dependencies (the dev extra) into $(VENV) =="
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed-dev
 
 ## Serve the API on http://127.0.0.1:8000 with the shipped models/default (SENTIMENT_MODEL_DIR=artifacts: your own).
-serve: install
+serve: $(BIN)/.installed-serve
 	$(BIN)/python -m app
 
 ## Train an SST-2 model on gold labels into artifacts/ (see `python -m training --help`; README: distillation).
-train: install
+train: $(BIN)/.installed-train
 	$(BIN)/python -m training --out artifacts
 
 ## Lint and run the whole test suite.

@@ -127,6 +127,42 @@ def _loc(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+# Why a body could not be read as JSON at all (the exception's name) -> the problem, in words.
+_UNREADABLE_JSON = {
+    "UnicodeDecodeError": "it is not UTF-8 text",
+    "RecursionError": "nested too deeply to parse",
+    "ValueError": "a number too long to parse",
+}
+_SEND = 'send a JSON object like {"text": "..."}'
+
+
+def json_invalid_message(error: str, loc: Sequence[Any] = ()) -> str:
+    """The message for a body that is not JSON: the parser's complaint with its position (line and
+    column when the parser gave them, else the character offset in `loc`), and what to send instead."""
+    if error in _UNREADABLE_JSON:
+        encoding = "UTF-8 encoded " if error == "UnicodeDecodeError" else ""
+        return f"body is not valid JSON: {_UNREADABLE_JSON[error]}; {_SEND.replace('a ', 'a ' + encoding, 1)}"
+    position = next((p for p in loc if isinstance(p, int)), None)
+    if position is not None and "line" not in error:
+        error = f"{error} at character {position}"
+    return f"body is not valid JSON ({error}); {_SEND}"
+
+
+def body_too_large_message(size: int | None, limit: int) -> str:
+    """413: which limit the body hit and the two ways under it (the body holds many texts, or one long
+    text: no single text within SENTIMENT_MAX_CHARS_PER_TEXT comes near the body limit)."""
+    limit_hit = f"SENTIMENT_MAX_BODY_BYTES={limit}"
+    if size is None:  # chunked: read up to the limit
+        got = f"request body exceeds {limit} bytes ({limit_hit})"
+    else:
+        got = f"request body is {size} bytes; at most {limit} are accepted ({limit_hit})"
+    return (
+        f"{got}. Many texts: send "
+        "them over several requests; one long document: send an excerpt (a text may have at most "
+        "SENTIMENT_MAX_CHARS_PER_TEXT characters, and only its first chunks are scored)"
+    )
+
+
 def validation_message(errors: Sequence[dict[str, Any]], predict: bool = True) -> str:
     """Turn pydantic/FastAPI errors into one sentence per problem that says what to fix. The hints
     about "text"/"texts" are for /predict only (`predict=False` elsewhere)."""
@@ -137,8 +173,7 @@ def validation_message(errors: Sequence[dict[str, Any]], predict: bool = True) -
         if not predict and kind != "json_invalid":
             parts.append(f"{_loc(loc)}: {msg}")
         elif kind == "json_invalid":
-            ctx = e.get("ctx") or {}
-            parts.append(f"body is not valid JSON ({ctx.get('error', msg)}); send a JSON object")
+            parts.append(json_invalid_message(str((e.get("ctx") or {}).get("error", msg)), loc))
         elif loc == ("body",) and kind == "missing":
             parts.append(
                 'request body is missing; send JSON like {"text": "..."} or {"texts": ["...", "..."]}'
@@ -196,13 +231,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 400 and exc.__cause__ is not None:
         # FastAPI's "error parsing the body" (invalid UTF-8, nesting or integers too large to parse):
         # malformed JSON like any other, so the documented 422 with a hint instead of an opaque 400.
-        return error_response(
-            422,
-            "validation_error",
-            f"body is not valid JSON ({type(exc.__cause__).__name__}); send a UTF-8 encoded JSON object "
-            'like {"text": "..."}',
-            request_id(request.scope),
-        )
+        message = json_invalid_message(type(exc.__cause__).__name__)
+        return error_response(422, "validation_error", message, request_id(request.scope))
     if status == 404:
         message = f"no route {request.url.path}; see /docs for the API"
     elif status == 405:
@@ -233,8 +263,10 @@ __all__ = [
     "ENGINE_ERRORS",
     "ApiError",
     "OrjsonResponse",
+    "body_too_large_message",
     "engine_error_response",
     "error_body",
     "error_response",
     "install_error_handlers",
+    "json_invalid_message",
 ]

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import engine_error_response, error_body
+from app.errors import body_too_large_message, engine_error_response, error_body
 from app.routes.predict import endpoint as predict_endpoint
 from core.batcher import overloaded_message
 from core.engine import estimate_body_pieces
@@ -94,17 +94,13 @@ class RequestMiddleware:
 
     async def _limit_body(self, content_length: bytes | None, receive: Receive) -> tuple[Receive, str | None]:
         limit = self.max_body_bytes
-        hint = (
-            f"at most {limit} bytes are accepted (SENTIMENT_MAX_BODY_BYTES={limit}); "
-            "split the texts over several requests"
-        )
         if content_length is not None:
             try:
                 n = int(content_length)
             except ValueError:
                 n = -1
             if n > limit:
-                return receive, f"request body is {n} bytes; {hint}"
+                return receive, body_too_large_message(n, limit)
             return receive, None
         # No Content-Length (chunked): read up to the limit here, then replay the body to the app.
         chunks: list[bytes] = []
@@ -117,7 +113,7 @@ class RequestMiddleware:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > limit:
-                return receive, f"request body exceeds {limit} bytes; {hint}"
+                return receive, body_too_large_message(None, limit)
             if not message.get("more_body", False):
                 first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
                 break

@@ -375,7 +375,7 @@ class InfoResponse(BaseModel):
                     "metrics": {"test": {"n": 1821, "accuracy": 0.85, "macro_f1": 0.85}},
                     "limits": {
                         "max_texts_per_request": 64,
-                        "max_chars_per_text": 10000,
+                        "max_chars_per_text": 32768,
                         "max_body_bytes": 1048576,
                         "request_timeout_s": 30.0,
                         "long_text": "chunk",

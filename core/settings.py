@@ -57,7 +57,14 @@ class EngineSettings(BaseModel):
     )
     # request limits
     max_texts_per_request: int = Field(64, ge=1, description="most texts in one request")
-    max_chars_per_text: int = Field(10_000, ge=1, description="most characters in one text")
+    # Room for real long documents: IMDB's longest review has 13,704 characters and a 3,000-word review
+    # ~17,000. What is scored stays bounded by tokens (max_chunks_per_text chunks of the model's
+    # max_length); this bounds reading and tokenizing. One text at the limit fits the body limit.
+    max_chars_per_text: int = Field(
+        32_768,
+        ge=1,
+        description="most characters in one text (long texts are chunked; see max_chunks_per_text)",
+    )
     # long texts (core/long_text.py)
     long_text: Literal["truncate", "chunk"] = Field(
         "chunk",

@@ -638,24 +638,6 @@ async def test_docs_and_openapi_declare_examples_and_every_error(small_artifact:
 # --- python -m app --------------------------------------------------------------------------------
 
 
-async def test_python_m_app_trains_only_when_there_is_no_artifact(
-    small_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import app.__main__ as entry
-
-    calls: list[list[str]] = []
-
-    def fake_run(cmd: list[str], check: bool) -> subprocess.CompletedProcess[bytes]:
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0)
-
-    monkeypatch.setattr(entry.subprocess, "run", fake_run)
-    entry.ensure_artifact(small_artifact)  # an artifact is there: nothing to do
-    assert calls == []
-    entry.ensure_artifact(tmp_path / "models")
-    assert calls == [[sys.executable, "-m", "training", "--out", str(tmp_path / "models")]]
-
-
 async def test_python_m_app_serves_with_settings_from_the_environment(
     small_artifact: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -666,12 +648,13 @@ async def test_python_m_app_serves_with_settings_from_the_environment(
     seen: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: seen.update(target=target, **kw))
     monkeypatch.setenv("SENTIMENT_MODEL_DIR", str(small_artifact))
-    monkeypatch.setenv("SENTIMENT_PORT", "8123")
     monkeypatch.setenv("SENTIMENT_HOST", "0.0.0.0")
-    entry.main()
-    assert "http://127.0.0.1:8123/docs" in capsys.readouterr().out
+    monkeypatch.setenv("SENTIMENT_PORT", str(_free_port()))  # the start checks that it can listen there
+    port = int(os.environ["SENTIMENT_PORT"])
+    entry.main([])
+    assert f"http://127.0.0.1:{port}/docs" in capsys.readouterr().out
     assert seen["target"] == "app.main:app"
-    assert (seen["host"], seen["port"], seen["workers"]) == ("0.0.0.0", 8123, 1)
+    assert (seen["host"], seen["port"], seen["workers"]) == ("0.0.0.0", port, 1)
     assert (seen["loop"], seen["access_log"]) == ("uvloop", False)
     assert seen["http"] == "app.transport:GuardedHttpTools"  # uvicorn's httptools with transport limits
 

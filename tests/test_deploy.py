@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 GPU_DOCKERFILE = REPO / "deploy" / "gpu" / "Dockerfile"
 LOCK = REPO / "requirements.lock"
+TRAIN_LOCK = REPO / "requirements-train.lock"
 MODEL_DOCKERFILE = REPO / "deploy" / "k8s" / "model.Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE = REPO / "docker-compose.yml"
@@ -352,10 +353,10 @@ def test_image_layout(stages: dict[str, Stage], runtime: ImageConfig) -> None:
     assert "download.pytorch.org/whl/cpu" in builder
     gpu_stages = parse_dockerfile(GPU_DOCKERFILE)
     gpu = image_config(gpu_stages, list(gpu_stages)[-1])
-    assert list(gpu_stages)[-1] == "train-gpu" and gpu.entrypoint[:3] == ["python", "-m", "training"]
+    assert list(gpu_stages)[-1] == "train" and gpu.entrypoint[:3] == ["python", "-m", "training"]
     # the GPU image trains into /models (the compose `models` volume), it serves nothing
     assert gpu.user == runtime.user and gpu.entrypoint[3:5] == ["--out", "/models"]
-    assert "pypi.org" in " ".join(rest for _, rest in gpu_stages["builder-gpu"].instructions)
+    assert "pypi.org" in " ".join(rest for _, rest in gpu_stages["builder-train"].instructions)
     assert not [s for s in stages if "gpu" in s], "the default Dockerfile must build only CPU stages"
     assert "pypi.org" not in DOCKERFILE.read_text()
 
@@ -379,7 +380,7 @@ def test_cpu_and_gpu_images_take_differently_named_torch_index_arguments() -> No
     CPU one (nor the reverse)."""
     cpu, gpu = _build_args(DOCKERFILE), _build_args(GPU_DOCKERFILE)
     assert "TORCH_INDEX_URL" in cpu and "TORCH_INDEX_URL" not in gpu
-    assert "CUDA_TORCH_INDEX_URL" in gpu and "CUDA_TORCH_INDEX_URL" not in cpu
+    assert "TRAIN_TORCH_INDEX_URL" in gpu and "TRAIN_TORCH_INDEX_URL" not in cpu
 
 
 @pytest.mark.parametrize("path", [DOCKERFILE, GPU_DOCKERFILE], ids=["Dockerfile", "gpu"])
@@ -400,15 +401,20 @@ def test_dockerfiles_build_with_the_classic_builder_and_no_frontend_download(pat
 
 
 @pytest.mark.parametrize(
-    ("path", "stage"), [(DOCKERFILE, "builder"), (GPU_DOCKERFILE, "builder-gpu")], ids=["cpu", "gpu"]
+    ("path", "stage", "lock"),
+    [(DOCKERFILE, "builder", LOCK), (GPU_DOCKERFILE, "builder-train", TRAIN_LOCK)],
+    ids=["cpu", "gpu"],
 )
-def test_builders_install_the_lock_then_torch_at_its_pin(path: Path, stage: str, tmp_path: Path) -> None:
-    """Each builder installs requirements.lock with hashes checked, then torch alone at the version
-    pinned in pyproject.toml (the builder's own snippet, run here on pyproject.toml)."""
+def test_builders_install_the_lock_then_torch_at_its_pin(
+    path: Path, stage: str, lock: Path, tmp_path: Path
+) -> None:
+    """Each builder installs its lock (the API image requirements.lock, the training image
+    requirements-train.lock) with hashes checked, then torch alone at the version pinned in
+    pyproject.toml (the builder's own snippet, run here on pyproject.toml)."""
     import tomllib
 
     runs = [r for k, r in parse_dockerfile(path)[stage].instructions if k == "RUN"]
-    assert "pip install --require-hashes -r requirements.lock" in runs
+    assert f"pip install --require-hashes -r {lock.name}" in runs
     (run,) = [r for r in runs if "tomllib" in r]
     snippet = run.split(" && pip install")[0].replace("/tmp/", f"{tmp_path}/")
     shutil.copy(REPO / "pyproject.toml", tmp_path)
@@ -420,13 +426,13 @@ def test_builders_install_the_lock_then_torch_at_its_pin(path: Path, stage: str,
     assert torch[0] in deps
     assert "-r /tmp/torch.txt" in run and "pip check" in run
     # the project itself last, without dependencies (all installed) and with the locked setuptools
-    assert runs[-1] == "pip install --no-deps --no-build-isolation ."
+    assert runs[-1].startswith("pip install --no-deps --no-build-isolation .")
 
 
-def _lock() -> dict[str, tuple[str, list[str]]]:
-    """requirements.lock: normalized name -> (pinned version, sha256 hashes)."""
+def _lock(path: Path = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """A lock file: normalized name -> (pinned version, sha256 hashes)."""
     entries: dict[str, tuple[str, list[str]]] = {}
-    for line in _logical_lines(LOCK.read_text()):
+    for line in _logical_lines(path.read_text()):
         requirement, *options = line.split()
         match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", requirement)
         assert match, f"requirements.lock: not an exact pin: {line}"
@@ -437,17 +443,20 @@ def _lock() -> dict[str, tuple[str, list[str]]]:
     return entries
 
 
-def test_lock_covers_every_dependency_in_pyproject() -> None:
-    """Every package of [project] dependencies and the build backend is locked, at a version its
-    specifier in pyproject.toml allows (so the two cannot drift apart); only torch is installed from its
-    own index (at its pyproject.toml pin, see the Dockerfile)."""
+@pytest.mark.parametrize(("lock", "extras"), [(LOCK, []), (TRAIN_LOCK, ["train"])], ids=["api", "train"])
+def test_lock_covers_every_dependency_in_pyproject(lock: Path, extras: list[str]) -> None:
+    """Every package of [project] dependencies (and, in the training lock, of the `train` extra) and
+    the build backend is locked, at a version its specifier in pyproject.toml allows (so the two cannot
+    drift apart); only torch is installed from its own index (at its pyproject.toml pin, see the
+    Dockerfile)."""
     import tomllib
 
     from packaging.requirements import Requirement
 
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    locked = _lock()
+    locked = _lock(lock)
     required = [Requirement(d) for d in pyproject["project"]["dependencies"]]
+    required += [Requirement(d) for e in extras for d in pyproject["project"]["optional-dependencies"][e]]
     required += [Requirement(d) for d in pyproject["build-system"]["requires"]]
     missing, drifted = [], []
     for req in required:
@@ -463,6 +472,36 @@ def test_lock_covers_every_dependency_in_pyproject() -> None:
     hint = "; regenerate it with scripts/lock-requirements.sh"
     assert not missing, f"requirements.lock lacks {missing}{hint}"
     assert not drifted, f"requirements.lock pins versions pyproject.toml excludes: {drifted}{hint}"
+
+
+def test_api_lock_holds_no_training_package_and_agrees_with_the_training_lock() -> None:
+    """The API image installs only what serving imports: a package of the `train` extra is in
+    requirements.lock only when a serving package requires it too (tqdm: huggingface-hub, through
+    tokenizers), and every package both locks hold has one pin."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
+    api, train = _lock(LOCK), _lock(TRAIN_LOCK)
+    required_by_serving: set[str] = set()
+    for name in api:
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:
+            continue
+        for r in map(Requirement, requires):
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                required_by_serving.add(norm(r.name))
+    in_api = {norm(Requirement(d).name) for d in extra} & set(api)
+    assert extra and in_api <= required_by_serving, in_api - required_by_serving
+    assert not {"gensim", "matplotlib", "scipy"} & set(api)
+    assert set(api) < set(train)
+    assert {n: api[n] for n in api} == {n: train[n] for n in api}, "the two locks pin differently"
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -531,7 +570,7 @@ def test_image_carries_the_default_model_read_only(stages: dict[str, Stage], run
 
     model_dir = runtime.env["SENTIMENT_MODEL_DIR"]
     assert model_dir.startswith("/"), "WORKDIR is not the checkout: the image needs an absolute model dir"
-    writable = ["/models", runtime.env["SENTIMENT_DATA_CACHE"], "/tmp", runtime.workdir or "/home/app"]
+    writable = ["/models", "/tmp", runtime.workdir or "/home/app"]
     assert not [w for w in writable if (model_dir + "/").startswith(w.rstrip("/") + "/")], model_dir
     chain = copy_chain(stages, "runtime", model_dir)
     assert chain and chain[-1].stage == "context", f"no COPY brings {model_dir} into the runtime image"
@@ -642,7 +681,10 @@ def test_compose_wiring(compose: dict[str, Any], stages: dict[str, Stage], runti
     # a model of your own: `train` (profile train) and `train-gpu` (profile gpu) train into the `models`
     # volume, which api mounts read-only at the folder they write to (SENTIMENT_API_MODEL_DIR=/models)
     assert train["profiles"] == ["train"] and gpu["profiles"] == ["gpu"]
-    assert train["image"] == api["image"] and train["build"] == api["build"]
+    # the API image cannot train (no training code): `train` builds the training image, CPU torch
+    assert train["image"] != api["image"] and train["build"]["target"] == gpu["build"]["target"] == "train"
+    assert REPO / train["build"]["context"] / train["build"]["dockerfile"] == GPU_DOCKERFILE
+    assert "download.pytorch.org/whl/cpu" in train["build"]["args"]["TRAIN_TORCH_INDEX_URL"]
     for trainer in (train, gpu):
         (out,) = re.findall(r"python -m training --out (\S+) \"\$\$@\"", trainer["entrypoint"][2])
         assert f"models:{out}" in trainer["volumes"], trainer["volumes"]
@@ -677,7 +719,7 @@ def test_compose_wiring(compose: dict[str, Any], stages: dict[str, Stage], runti
     scale = {"": 1, "k": 1024, "m": 1024 * 1024}[limit[2]]
     assert int(limit[1]) * scale == Settings.model_fields["max_body_bytes"].default
     # GPU training: opt-in profile with an NVIDIA device reservation, built from its own Dockerfile
-    assert gpu["profiles"] == ["gpu"] and gpu["build"]["target"] == "train-gpu"
+    assert gpu["profiles"] == ["gpu"] and "args" not in gpu["build"]  # PyPI's CUDA build
     assert REPO / gpu["build"]["context"] / gpu["build"]["dockerfile"] == GPU_DOCKERFILE
     assert "dockerfile" not in api["build"] and api["build"]["target"] == "runtime"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]

@@ -18,7 +18,7 @@ from test_api import _free_port, _uvicorn, _wait_ready, assert_error, serve
 pytestmark = pytest.mark.asyncio
 
 JSON = {"content-type": "application/json"}
-MAX_TEXTS, MAX_CHARS, MAX_BODY = 64, 10_000, 1_048_576  # the defaults (app/settings.py)
+MAX_TEXTS, MAX_CHARS, MAX_BODY = 64, 32_768, 1_048_576  # the defaults (app/settings.py)
 LEAKS = ("Traceback", 'File "', "site-packages", "/work/", "/home/", "/usr/", ".py", "RuntimeError(")
 
 
@@ -71,7 +71,7 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("combining marks (zalgo)", {"json": {"text": "g\u0301\u0302\u0303" * 200 + "ood"}}, 200, ""),
     ("right-to-left", {"json": {"text": "\u202eفيلم رائع\u202c שלום"}}, 200, ""),
     ("zero-width characters", {"json": {"text": "gr\u200beat\u200d film\ufeff\u2060"}}, 200, ""),
-    ("one 10,000-character token", {"json": {"text": "a" * MAX_CHARS}}, 200, ""),
+    ("one 32,768-character token", {"json": {"text": "a" * MAX_CHARS}}, 200, ""),
     ("64 texts of 10,000 characters", {"json": {"texts": ["bad " * 2500] * MAX_TEXTS}}, 200, ""),
     ("repeated key: the last one wins", raw(b'{"text": "awful", "text": "a great film"}'), 200, ""),
     ("UTF-8 byte-order mark", raw(b'\xef\xbb\xbf{"text": "a good film"}'), 200, ""),

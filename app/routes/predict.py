@@ -107,7 +107,7 @@ def parse(body: bytes, content_type: bytes | None) -> Any:
                     "loc": ("body", e.pos),
                     "type": "json_invalid",
                     "msg": "JSON decode error",
-                    "ctx": {"error": e.msg},
+                    "ctx": {"error": str(e)},  # with its line and column
                 }
             ]
         ) from None
@@ -118,7 +118,7 @@ def parse(body: bytes, content_type: bytes | None) -> Any:
                     "loc": ("body",),
                     "type": "json_invalid",
                     "msg": "JSON decode error",
-                    "ctx": {"error": f"{type(e).__name__}; send a UTF-8 encoded JSON object"},
+                    "ctx": {"error": type(e).__name__},  # app/errors.py says what to send
                 }
             ]
         ) from None
