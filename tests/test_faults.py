@@ -215,7 +215,8 @@ async def test_sigterm_under_load_answers_admitted_requests_and_refuses_the_rest
     """64 busy clients, then SIGTERM to `python -m app`: every request the server had admitted gets
     200, later ones a clean refusal, none is cut or left hanging, and the process exits within the
     grace (scripts/sigterm_under_load.py is the long version, on the default model)."""
-    from bench.loadgen import predict_request, start_server
+    from bench.http_client import predict_request
+    from bench.servers import start_server
     from scripts.sigterm_under_load import judge, run
 
     requests = [(predict_request([t]), 1) for t in POSITIVE + NEGATIVE]
@@ -236,8 +237,11 @@ async def test_trickling_clients_queue_nothing_and_leave_nothing_behind(
     """Slowloris-style clients (a byte every 0.2 s, in the headers or in the body) hold connections
     but no queue entries; the others are served meanwhile; the ones that finish get 200, and once
     all are done the server holds no extra socket and logged no traceback."""
-    from bench.loadgen import predict_request, scrape, start_server
-    from scripts.client_faults import open_sockets, trickler
+    from bench.http_client import predict_request
+    from bench.metrics import scrape
+    from bench.procstats import open_sockets
+    from bench.servers import start_server
+    from scripts.client_faults import trickler
 
     env = {"SENTIMENT_WARMUP": "false", "SENTIMENT_ACCESS_LOG": "false"}
     server = await asyncio.to_thread(start_server, small_artifact, tmp_path / "server.log", env=env)

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.loadgen import REPO, Server, start_server
+from bench import REPO
+from bench.servers import Server, start_server
 
 LIMITS = {
     "SENTIMENT_WARMUP": "false",
