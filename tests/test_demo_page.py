@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from test_api import _free_port, _uvicorn, _wait_ready, serve
+
+from tests.helpers import free_port, serve, uvicorn_process, wait_ready
 
 KEY = "demo-key-0123456789"
 
@@ -88,12 +89,12 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def server(small_artifact: Path) -> Iterator[str]:
-    port = _free_port()
-    proc = _uvicorn(small_artifact, port, SENTIMENT_API_KEY=KEY)
+    port = free_port()
+    proc = uvicorn_process(small_artifact, port, SENTIMENT_API_KEY=KEY)
     threading.Thread(target=lambda: proc.stdout and proc.stdout.read(), daemon=True).start()
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         yield url
     finally:
         proc.terminate()

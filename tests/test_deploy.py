@@ -35,6 +35,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 GPU_DOCKERFILE = REPO / "deploy" / "gpu" / "Dockerfile"
@@ -267,12 +269,6 @@ def runtime(stages: dict[str, Stage]) -> ImageConfig:
 
 
 # --- helpers: processes and ports -----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -565,7 +561,7 @@ def test_image_start_and_health_commands_serve_the_model(
     """The image's CMD and HEALTHCHECK, run exactly as written with the image's ENV (the port changed,
     the model dir mapped to where the Dockerfile copies it from: models/default), must start a server
     with no training that the healthcheck passes, that turns ready and that predicts."""
-    port = _free_port()
+    port = free_port()
     model_dir = image_path_on_host(stages, "runtime", runtime.env["SENTIMENT_MODEL_DIR"])
     assert model_dir == DEFAULT_MODEL
     env = host_env(runtime.env, SENTIMENT_PORT=str(port), SENTIMENT_MODEL_DIR=str(model_dir))
@@ -838,7 +834,7 @@ def test_nginx_spreads_requests_over_two_servers(tmp_path: Path) -> None:
     # between the signal and closing its socket
     env1 = {**env, "SENTIMENT_DRAIN_DELAY_S": "60"}
     uvicorn = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--host"]
-    lb_ports = {"static": _free_port(), "dns": _free_port()}
+    lb_ports = {"static": free_port(), "dns": free_port()}
     logs = [tmp_path / f"{name}.log" for name in ("api0", "api1", "nginx-static", "nginx-dns")]
     with FakeDockerDns("api", BACKEND_HOSTS) as dns:
         static = render_nginx_conf(
@@ -978,7 +974,7 @@ def _nginx_in_front(
     rendered configuration text."""
     nginx = _nginx()
     tmp_path.mkdir(parents=True, exist_ok=True)
-    lb_ports = {"static": _free_port(), "dns": _free_port()}
+    lb_ports = {"static": free_port(), "dns": free_port()}
     with FakeDockerDns(dns_name, BACKEND_HOSTS) as dns:
         confs = {
             "static": render_nginx_conf(

@@ -17,21 +17,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_api import (
-    NEGATIVE,
-    POSITIVE,
-    ModelProbe,
-    _free_port,
-    _uvicorn,
-    _wait_ready,
-    assert_error,
-    metric,
-    serve,
-)
 
 from app.main import create_app
 from app.settings import Settings
 from model.artifact import ArtifactError, load_artifact, sha256_file
+from tests.helpers import (
+    NEGATIVE,
+    POSITIVE,
+    ModelProbe,
+    assert_error,
+    free_port,
+    metric,
+    serve,
+    uvicorn_process,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -103,7 +103,7 @@ async def test_artifact_fault_stops_start_up_naming_file_and_problem(
     assert not app.state.engine.ready
 
     # and through uvicorn: the process exits with the file and the problem named, never serving
-    proc = _uvicorn(copy, _free_port())
+    proc = uvicorn_process(copy, free_port())
     out, _ = await asyncio.to_thread(proc.communicate, None, 90)
     text = out.decode(errors="replace")
     assert proc.returncode != 0, text
@@ -130,14 +130,14 @@ def _post_and_vanish(port: int, body: bytes, *, partial: bool) -> None:
 async def test_queue_depth_returns_to_zero_after_a_burst_of_disconnecting_clients(
     small_artifact: Path,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # Small batches, so most of the burst is still queued when its clients leave.
-    proc = _uvicorn(small_artifact, port, SENTIMENT_MAX_BATCH_SIZE="8")
+    proc = uvicorn_process(small_artifact, port, SENTIMENT_MAX_BATCH_SIZE="8")
     log: list[bytes] = []
     threading.Thread(target=lambda: log.extend(proc.stdout or ()), daemon=True).start()
     try:
-        await asyncio.to_thread(_wait_ready, url, proc)
+        await asyncio.to_thread(wait_ready, url, proc)
         words = "an engrossing , moving and beautifully acted story but a dull mess " * 40
         body = json.dumps({"texts": [f"{i} {words}" for i in range(64)]}).encode()
         threads = [

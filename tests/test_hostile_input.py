@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from test_api import _free_port, _uvicorn, _wait_ready, assert_error, serve
+
+from tests.helpers import assert_error, free_port, serve, uvicorn_process, wait_ready
 
 pytestmark = pytest.mark.asyncio
 
@@ -115,10 +116,10 @@ def _send_and_read(port: int, head: bytes, body_parts: list[bytes], timeout: flo
 
 
 async def test_oversized_bodies_get_413_before_being_read(small_artifact: Path) -> None:
-    port = _free_port()
-    proc = _uvicorn(small_artifact, port)
+    port = free_port()
+    proc = uvicorn_process(small_artifact, port)
     try:
-        await asyncio.to_thread(_wait_ready, f"http://127.0.0.1:{port}", proc)
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}", proc)
         # A 1 TB Content-Length with 20 bytes sent: the answer must come at once, from the header alone.
         head = (
             b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"

@@ -11,7 +11,7 @@ from model.artifact import load_artifact
 from model.labels import BINARY, FIVE, THREE, UNKNOWN, polarity, polarity_weights
 from model.readability import Readability
 from model.tokenizer import token_ids
-from tests.test_api import serve
+from tests.helpers import serve
 from training.cli import main as train_main
 
 pytestmark = pytest.mark.slow
