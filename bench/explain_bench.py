@@ -29,6 +29,7 @@ from bench import RESULTS, default_model_dir
 from bench.http_client import request_pool
 from bench.load import Window, latency_ms, window_load
 from bench.procstats import ForeignCpu
+from bench.report import save
 from bench.servers import start_server
 from bench.texts import data_root, load_texts
 
@@ -136,8 +137,6 @@ def faithfulness(model_dir: str, n: int = 100, draws: int = 10) -> dict[str, Any
 
 
 def write_report(results: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "explain.json").write_text(json.dumps(results, indent=2))
     m = results["model"]
     lines = [
         "# Explanations: cost, fairness, faithfulness",
@@ -203,7 +202,7 @@ def write_report(results: dict[str, Any]) -> None:
                 f"| {occ_name} | {rem_name} | {k} | {v['top_k_drop']:.3f} | {v['random_drop']:.3f} |"
             )
     lines.append("")
-    (RESULTS / "explain.md").write_text("\n".join(lines))
+    save("explain", results, lines)
 
 
 def main() -> None:

@@ -83,16 +83,9 @@ class ClosedLoopStats:
 
 
 async def closed_loop(
-    port: int,
-    requests: Sequence[tuple[bytes, int]],
-    clients: int,
-    until: float,
-    stats: ClosedLoopStats,
-    *,
-    deadline_s: float = 60.0,
-    stop_when_refused: bool = True,
-    host: str = "127.0.0.1",
-) -> None:
+    port: int, requests: Sequence[tuple[bytes, int]], clients: int, until: float, stats: ClosedLoopStats,
+    *, deadline_s: float = 60.0, stop_when_refused: bool = True, host: str = "127.0.0.1",
+) -> None:  # fmt: skip
     """`clients` concurrent clients, each sending its next request as soon as the previous one is
     answered, on its own keep-alive connection (a new one when the server closed it), until the
     perf_counter `until`. Every request's Outcome goes to `stats`."""
@@ -148,15 +141,9 @@ class Window:
 
 
 async def window_load(
-    port: int,
-    requests: Sequence[tuple[bytes, int]],
-    clients: int,
-    warmup: float,
-    seconds: float,
-    *,
-    offset: int = 0,
-    check: bool = False,
-) -> Window:
+    port: int, requests: Sequence[tuple[bytes, int]], clients: int, warmup: float, seconds: float,
+    *, offset: int = 0, check: bool = False,
+) -> Window:  # fmt: skip
     """`clients` keep-alive connections, opened first, each sending its next request as soon as the
     previous one is answered; records the requests that complete in the window of `seconds` that
     starts `warmup` seconds after the connections are open, whenever they were sent. `check`: make

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from pathlib import Path
+
+from bench.background import Background
 
 
 def rss_bytes(pid: int) -> int:
@@ -42,32 +43,23 @@ def tree_rss(root: int) -> int:
     return total
 
 
-class RssSampler:
+class RssSampler(Background):
     """Samples a process's resident memory (with `tree`: its whole process tree's) every `interval`
     seconds in a thread, so that a busy event loop does not delay the samples."""
 
     def __init__(self, pid: int, interval: float = 0.1, *, tree: bool = False) -> None:
+        super().__init__("rss-sampler")
         self.pid, self.interval, self.tree = pid, interval, tree
         self.samples: list[tuple[float, int]] = []  # (perf_counter, bytes)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             try:
                 rss = tree_rss(self.pid) if self.tree else rss_bytes(self.pid)
             except (OSError, ValueError):  # the process has exited
                 return
             self.samples.append((time.perf_counter(), rss))
-            self._stop.wait(self.interval)
+            self.stopping.wait(self.interval)
 
     def peak(self, t0: float = 0.0, t1: float = float("inf")) -> int:
         return max((b for t, b in self.samples if t0 <= t <= t1), default=0)

@@ -30,6 +30,7 @@ from bench.http_client import request_pool
 from bench.load import window_load
 from bench.metrics import scrape
 from bench.procstats import ForeignCpu
+from bench.report import save
 from bench.servers import free_port, on_cpu, start_server
 from bench.texts import load_texts
 from bench.timing import rate
@@ -113,8 +114,6 @@ def inprocess(model_dir: str, seconds: float, texts_file: str | None = None) -> 
 
 
 def write_report(results: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve.json").write_text(json.dumps(results, indent=2))
     ceiling = results["inprocess"]
     gain = max(ceiling["server_path"].values()) / max(ceiling["direct"][1], ceiling["server_path"][1])
     lines = [
@@ -171,7 +170,7 @@ def write_report(results: dict[str, Any]) -> None:
         "but it scales activations per batch, so a text's score would depend on its batch mates).",
         "",
     ]
-    (RESULTS / "serve.md").write_text("\n".join(lines))
+    save("serve", results, lines)
 
 
 def plot(results: dict[str, Any]) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from bench.cli import script_parser
 from bench.load import ClosedLoopStats, closed_loop, load_requests, quantile
 from bench.metrics import scrape
 from bench.procstats import RssSampler, open_sockets
+from bench.report import save
 from bench.servers import Server, pinned_to, start_server
 
 MIB = 1024 * 1024
@@ -276,8 +276,6 @@ def checks(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(res: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "client_faults.json").write_text(json.dumps(res, indent=2))
     t = res["trickle"]
     lines = [
         "# Client faults: trickling clients and timeouts",
@@ -295,7 +293,7 @@ def write_report(res: dict[str, Any]) -> None:
     ]
     lines += [f"- {'PASS' if c['pass'] else 'FAIL'}: {c['name']}: {c['measured']}" for c in res["checks"]]
     lines.append("")
-    (RESULTS / "client_faults.md").write_text("\n".join(lines))
+    save("client_faults", res, lines)
 
 
 def main() -> int:

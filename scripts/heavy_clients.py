@@ -33,10 +33,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS
 from bench.cli import env_settings, script_parser
 from bench.http_client import HttpConn, connect, post
 from bench.load import ClosedLoopStats, closed_loop, load_requests, quantile, send
+from bench.report import save
 from bench.servers import pinned_to, start_server
 from bench.texts import data_root
 
@@ -174,8 +174,6 @@ def targets(res: dict[str, Any], p99_ms: float) -> list[dict[str, Any]]:
 
 
 def write_report(res: dict[str, Any], name: str) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     lines = [
         "# A short client beside heavy clients (scripts/heavy_clients.py)",
         "",
@@ -198,9 +196,7 @@ def write_report(res: dict[str, Any], name: str) -> Path:
     lines += ["", "| target | measured | pass |", "| --- | --- | --- |"]
     lines += [f"| {t['name']} | {t['measured']} | {'yes' if t['pass'] else 'NO'} |" for t in res["targets"]]
     lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in res["settings"].items())]
-    path = RESULTS / f"{name}.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return save(name, res, lines)
 
 
 def main() -> int:

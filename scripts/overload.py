@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS
 from bench.cli import env_settings, script_parser
 from bench.http_client import HttpConn, connect
 from bench.load import ClosedLoopStats, Outcome, closed_loop, load_requests, quantile, send
 from bench.metrics import requests_with_status, scrape
 from bench.procstats import ForeignCpu, RssSampler, cpu_split, thread_cpu
+from bench.report import save
 from bench.servers import pinned_to, start_server
 
 HOST = ["127.0.0.1"]  # the server's address: --host in attached mode
@@ -293,8 +293,6 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(res: dict[str, Any], name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2, default=str))
     b, base, rec = res["burst"], res["baseline"], res["recovery"]
     offered = sum(b["sent_per_s"]) / res["duration_s"]
     lines = [
@@ -353,9 +351,7 @@ def write_report(res: dict[str, Any], name: str) -> Path:
     lines += ["", "## Targets", ""]
     lines += [f"- {'PASS' if t['pass'] else 'MISS'}: {t['name']}: {t['measured']}" for t in res["targets"]]
     lines.append("")
-    path = RESULTS / f"{name}.md"
-    path.write_text("\n".join(lines))
-    return path
+    return save(name, res, lines)
 
 
 # --- main -----------------------------------------------------------------------------------------

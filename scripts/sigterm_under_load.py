@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 import signal
 import subprocess
@@ -37,9 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS
 from bench.cli import script_parser
 from bench.load import ClosedLoopStats, Outcome, closed_loop, load_requests, quantile
+from bench.report import save
 from bench.servers import Server, pinned_to, start_server
 
 # The two 503 shutting_down messages (core/engine.py vs core/batcher.py): refused at
@@ -197,8 +196,6 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_report(res: dict[str, Any], name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2))
     lines = [
         "# SIGTERM under load",
         "",
@@ -230,9 +227,7 @@ def write_report(res: dict[str, Any], name: str) -> Path:
     ]
     lines += [f"- {'PASS' if t['pass'] else 'FAIL'}: {t['name']}: {t['measured']}" for t in res["checks"]]
     lines.append("")
-    path = RESULTS / f"{name}.md"
-    path.write_text("\n".join(lines))
-    return path
+    return save(name, res, lines)
 
 
 def main() -> int:

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.background import Background
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -757,31 +758,25 @@ def _nginx_cmd(nginx: str, conf: Path, prefix: Path, *directives: str) -> list[s
     return [nginx, "-p", str(prefix), "-c", str(conf), "-e", "stderr", "-g", " ".join(extra)]
 
 
-class FakeDockerDns:
+class FakeDockerDns(Background):
     """Docker's embedded DNS for a scaled service: an A query for `name` gets every replica's address
     (always in the same order, so any spreading is nginx's own); other names do not exist."""
 
     def __init__(self, name: str, addresses: tuple[str, ...]) -> None:
+        super().__init__("fake-docker-dns")
         self.name, self.addresses = name.encode(), addresses
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.queries = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> FakeDockerDns:
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__exit__(*exc)
         self.sock.close()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             try:
                 query, client = self.sock.recvfrom(512)
             except TimeoutError:
