@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,6 @@ from core.batcher import InferFn
 from model.artifact import Artifact
 
 REPO = Path(__file__).resolve().parents[1]
-__all__ = [
-    "NEGATIVE", "POSITIVE", "ModelProbe", "assert_error", "free_port", "metric", "serve", "uvicorn_process",
-    "wait_ready",
-]  # fmt: skip
 
 POSITIVE = [
     "A wonderful, moving film with brilliant performances.",
@@ -134,15 +131,63 @@ def uvicorn_process(model_dir: Path, port: int, **env: str) -> subprocess.Popen[
     )
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    """Until `url`/ready answers 200; fails with the process's output if it exits first."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+@dataclass
+class UvicornServer:
+    """A running `uvicorn_process`: its process, port and output so far."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: list[bytes] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return b"".join(self.log).decode(errors="replace")
+
+
+@contextmanager
+def uvicorn_server(model_dir: Path, timeout: float = 120, **env: str) -> Iterator[UvicornServer]:
+    """`uvicorn_process` on a free port, ready (GET /ready answers 200) when the block starts and
+    stopped (SIGTERM, then SIGKILL after 30 s) when it ends. Its output is read all along into `.log`:
+    a full pipe would block the server's logging and so its requests."""
+    port = free_port()
+    server = UvicornServer(uvicorn_process(model_dir, port, **env), port)
+    proc = server.proc
+    drain = threading.Thread(target=lambda: server.log.extend(proc.stdout or ()), daemon=True)
+    drain.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not _ready(server.url):
+            assert proc.poll() is None, f"the server exited with {proc.returncode}:\n{server.output()}"
+            assert time.monotonic() < deadline, f"server not ready after {timeout} s:\n{server.output()}"
+            time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
         try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("server not ready")
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        drain.join(10)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def failed_start_up(model_dir: Path) -> str:
+    """The output of `uvicorn_process` on `model_dir` when start-up must fail: it has to exit with an
+    error status, saying that start-up failed, within 90 s."""
+    proc = uvicorn_process(model_dir, free_port())
+    out, _ = proc.communicate(None, 90)
+    text = out.decode(errors="replace")
+    assert proc.returncode != 0, text
+    assert "Application startup failed" in text, text
+    return text

@@ -27,11 +27,10 @@ from tests.helpers import (
     POSITIVE,
     ModelProbe,
     assert_error,
-    free_port,
+    failed_start_up,
     metric,
     serve,
-    uvicorn_process,
-    wait_ready,
+    uvicorn_server,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -393,14 +392,10 @@ async def test_shutdown_refuses_new_work_and_finishes_queued_work(small_artifact
 
 @pytest.mark.slow
 async def test_sigterm_turns_ready_off_refuses_work_then_exits(small_artifact: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = uvicorn_process(small_artifact, port, SENTIMENT_DRAIN_DELAY_S="3")
-    try:
-        await asyncio.to_thread(wait_ready, url, proc)
-        async with httpx.AsyncClient(base_url=url) as client:
+    with uvicorn_server(small_artifact, SENTIMENT_DRAIN_DELAY_S="3") as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
             assert (await client.post("/predict", json={"text": "good"})).status_code == 200
-            proc.send_signal(signal.SIGTERM)
+            server.proc.send_signal(signal.SIGTERM)
             for _ in range(100):  # the signal arrives asynchronously
                 r = await client.get("/ready")
                 if r.status_code != 200:
@@ -408,14 +403,10 @@ async def test_sigterm_turns_ready_off_refuses_work_then_exits(small_artifact: P
                 await asyncio.sleep(0.02)
             assert r.status_code == 503 and r.json()["status"] == "draining"
             assert_error(await client.post("/predict", json={"text": "late"}), 503, "shutting_down")
-        out, _ = await asyncio.to_thread(proc.communicate, None, 60)
+        code = await asyncio.to_thread(server.proc.wait, 60)
         # uvicorn re-raises the signal after a clean shutdown, so the exit status is "killed by SIGTERM"
-        assert proc.returncode in (0, -signal.SIGTERM)
-        assert b"Application shutdown complete" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert code in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.output()
 
 
 # --- start-up checks ------------------------------------------------------------------------------
@@ -439,12 +430,8 @@ async def test_corrupt_artifact_stops_start_up_naming_the_file(corrupt_artifact:
         async with app.router.lifespan_context(app):
             pass
     # and through uvicorn: the process exits with the file named, never serving
-    proc = uvicorn_process(corrupt_artifact, free_port())
-    out, _ = await asyncio.to_thread(proc.communicate, None, 60)
-    assert proc.returncode != 0
-    text = out.decode()
+    text = await asyncio.to_thread(failed_start_up, corrupt_artifact)
     assert str(corrupt_artifact / "model.pt") in text and "does not match" in text
-    assert "Application startup failed" in text
 
 
 async def test_missing_artifact_stops_start_up(tmp_path: Path) -> None:

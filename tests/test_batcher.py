@@ -45,8 +45,8 @@ def texts(*first_ids: int, length: int = 3) -> list[list[int]]:
     return [[i] + [7] * (length - 1) for i in first_ids]
 
 
-async def started(model: FakeModel, **kwargs: object) -> Batcher:
-    b = Batcher(model, metrics=Metrics(), **kwargs)  # type: ignore[arg-type]
+async def started(model: FakeModel, metrics: Metrics | None = None, **kwargs: object) -> Batcher:
+    b = Batcher(model, metrics=Metrics() if metrics is None else metrics, **kwargs)  # type: ignore[arg-type]
     b.start()
     return b
 
@@ -146,13 +146,8 @@ async def test_queue_full_is_refused_at_once_all_or_nothing() -> None:
 
 
 async def test_dropped_request_never_reaches_the_model_and_frees_the_queue() -> None:
-    model = FakeModel()
-    model.gate.clear()
-    metrics = Metrics()
-    batcher = Batcher(model, max_queue_texts=4, metrics=metrics)
-    batcher.start()
-    running = batcher.submit(texts(0))
-    await asyncio.sleep(0.01)
+    model, metrics = FakeModel(), Metrics()
+    batcher, running = await held(model, texts(0), max_queue_texts=4, metrics=metrics)
     gone = batcher.submit(texts(1, 2, 3))
     assert batcher.queued_texts == 3
     gone.drop()  # client disconnected or timed out
@@ -181,13 +176,8 @@ async def test_cancelled_waiter_drops_its_texts() -> None:
 
 
 async def test_failing_batch_fails_only_its_own_requests() -> None:
-    model = FakeModel(fail_on=99)
-    model.gate.clear()
-    metrics = Metrics()
-    batcher = Batcher(model, max_batch_size=2, metrics=metrics)
-    batcher.start()
-    before = batcher.submit(texts(1))
-    await asyncio.sleep(0.01)
+    model, metrics = FakeModel(fail_on=99), Metrics()
+    batcher, before = await held(model, texts(1), max_batch_size=2, metrics=metrics)
     bad = batcher.submit(texts(99))
     neighbour = batcher.submit(texts(2))  # same batch as the bad text: fails with it
     after = batcher.submit(texts(3))  # next batch

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import free_port, serve, uvicorn_process, wait_ready
+from tests.helpers import serve, uvicorn_server
 
 KEY = "demo-key-0123456789"
 
@@ -89,16 +88,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def server(small_artifact: Path) -> Iterator[str]:
-    port = free_port()
-    proc = uvicorn_process(small_artifact, port, SENTIMENT_API_KEY=KEY)
-    threading.Thread(target=lambda: proc.stdout and proc.stdout.read(), daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with uvicorn_server(small_artifact, SENTIMENT_API_KEY=KEY) as running:
+        yield running.url
 
 
 def _analyse(driver: Any, *, expect: str) -> None:

@@ -36,7 +36,7 @@ import httpx
 import pytest
 
 from bench.background import Background
-from tests.helpers import free_port
+from bench.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"

@@ -26,11 +26,10 @@ from tests.helpers import (
     POSITIVE,
     ModelProbe,
     assert_error,
-    free_port,
+    failed_start_up,
     metric,
     serve,
-    uvicorn_process,
-    wait_ready,
+    uvicorn_server,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -104,12 +103,8 @@ async def test_artifact_fault_stops_start_up_naming_file_and_problem(
     assert not app.state.engine.ready
 
     # and through uvicorn: the process exits with the file and the problem named, never serving
-    proc = uvicorn_process(copy, free_port())
-    out, _ = await asyncio.to_thread(proc.communicate, None, 90)
-    text = out.decode(errors="replace")
-    assert proc.returncode != 0, text
+    text = await asyncio.to_thread(failed_start_up, copy)
     assert expected in text and problem in text, text
-    assert "Application startup failed" in text
 
 
 # --- clients that go away -------------------------------------------------------------------------
@@ -132,14 +127,9 @@ def _post_and_vanish(port: int, body: bytes, *, partial: bool) -> None:
 async def test_queue_depth_returns_to_zero_after_a_burst_of_disconnecting_clients(
     small_artifact: Path,
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     # Small batches, so most of the burst is still queued when its clients leave.
-    proc = uvicorn_process(small_artifact, port, SENTIMENT_MAX_BATCH_SIZE="8")
-    log: list[bytes] = []
-    threading.Thread(target=lambda: log.extend(proc.stdout or ()), daemon=True).start()
-    try:
-        await asyncio.to_thread(wait_ready, url, proc)
+    with uvicorn_server(small_artifact, SENTIMENT_MAX_BATCH_SIZE="8") as server:
+        port, url = server.port, server.url
         words = "an engrossing , moving and beautifully acted story but a dull mess " * 40
         body = json.dumps({"texts": [f"{i} {words}" for i in range(64)]}).encode()
         threads = [
@@ -177,10 +167,7 @@ async def test_queue_depth_returns_to_zero_after_a_burst_of_disconnecting_client
             r = await client.post("/predict", json={"text": "a great film ."})
             assert r.status_code == 200
             assert metric((await client.get("/metrics")).text, "sentiment_queue_depth") == 0
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    assert b"Traceback" not in b"".join(log), b"".join(log).decode(errors="replace")[-3000:]
+    assert "Traceback" not in server.output(), server.output()[-3000:]
 
 
 # --- overload, shutdown under load, trickling clients ----------------------------------------------
