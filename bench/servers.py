@@ -50,14 +50,20 @@ class Server:
 
     def stop(self, timeout: float = 60) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout`; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int | None:
+    """SIGTERM unless it has exited already, then SIGKILL if it has not exited within `timeout`;
+    returns the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def start_server(

@@ -20,7 +20,7 @@ import httpx
 
 from app.main import create_app
 from app.settings import Settings
-from bench.servers import free_port
+from bench.servers import free_port, stop_process
 from core.batcher import InferFn
 from model.artifact import Artifact
 
@@ -165,13 +165,7 @@ def uvicorn_server(model_dir: Path, timeout: float = 120, **env: str) -> Iterato
             time.sleep(0.1)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
         drain.join(10)
 
 

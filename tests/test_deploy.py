@@ -36,7 +36,7 @@ import httpx
 import pytest
 
 from bench.background import Background
-from bench.servers import free_port
+from bench.servers import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -279,13 +279,7 @@ def _process(cmd: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Po
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 15)
 
 
 def _wait_for(check: Any, procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float) -> None:
