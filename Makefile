@@ -53,7 +53,7 @@ e2e: install
 	$(BIN)/python scripts/compose_e2e.py
 
 bench: install
-	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python -m bench.serve_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

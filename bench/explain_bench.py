@@ -1,7 +1,7 @@
 """What `"explain": true` costs, whether the explain lane protects plain requests, and how faithful the
 explanations are, on the default model.
 
-    python bench/explain_bench.py [--model-dir artifacts] [--duration 8]
+    python -m bench.explain_bench [--model-dir artifacts] [--duration 8]
 
 1. Latency, one client (closed loop), plain vs explain, 1 and 16 texts per request: p50/p99 and the
    explain/plain ratio. Server pinned to one CPU, load generator (bench/serve_bench.py's) to the other.
@@ -23,80 +23,22 @@ import os
 import platform
 import random
 import statistics
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-import orjson
+from bench import RESULTS, default_model_dir
+from bench.http_client import request_pool
+from bench.load import Window, latency_ms, window_load
+from bench.procstats import ForeignCpu
+from bench.report import save
+from bench.servers import start_server
+from bench.texts import data_root, load_texts
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.serve_bench import ForeignCpu, _Conn, ensure_model, start_service, stop  # noqa: E402
-from bench.texts import data_root, load_texts  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
 TEXTS_PER_REQUEST = (1, 16)
 ENV = {"SENTIMENT_TORCH_THREADS": "1", "SENTIMENT_ACCESS_LOG": "false", "SENTIMENT_LOG_LEVEL": "warning"}
 
 
-def requests_for(texts: list[str], per: int, explain: bool) -> list[bytes]:
-    out = []
-    for i in range(len(texts)):
-        if per == 1:
-            payload: dict[str, Any] = {"text": texts[i]}
-        else:
-            payload = {"texts": [texts[(i + k) % len(texts)] for k in range(per)]}
-        if explain:
-            payload["explain"] = True
-        body = orjson.dumps(payload)
-        head = (
-            "POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        out.append(head + body)
-    return out
-
-
-async def closed_loop(
-    port: int, reqs: list[bytes], clients: int, start: float, end: float, offset: int = 0
-) -> tuple[list[float], dict[int, int]]:
-    """`clients` connections, each sending one request after the other; latencies of the requests that
-    complete inside [start, end] (perf_counter times)."""
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-
-    async def client(k: int) -> None:
-        _, conn = await loop.create_connection(_Conn, "127.0.0.1", port)
-        i = offset + k * 7
-        try:
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                status, _ = await conn.request(reqs[i % len(reqs)])
-                t1 = time.perf_counter()
-                i += 1
-                if start <= t1 <= end:
-                    latencies.append(t1 - t0)
-                    statuses[status] = statuses.get(status, 0) + 1
-        finally:
-            assert conn.transport is not None
-            conn.transport.close()
-
-    await asyncio.gather(*(client(k) for k in range(clients)))
-    return latencies, statuses
-
-
-def stats(latencies: list[float]) -> dict[str, float]:
-    xs = sorted(latencies)
-    q = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) >= 2 else xs * 99
-    return {
-        "n": len(xs),
-        "p50_ms": q[49] * 1000,
-        "p99_ms": q[98] * 1000,
-        "mean_ms": statistics.mean(xs) * 1000,
-    }
+def stats(window: Window) -> dict[str, Any]:
+    return {**latency_ms(window.latencies), "statuses": dict(window.statuses)}
 
 
 def latency_points(
@@ -109,12 +51,11 @@ def latency_points(
         for explain in (False, True):
             # an explain request of 16 texts takes about a second: give it enough samples for a p99
             seconds = duration * (4 if explain and per > 1 else 1)
-            reqs = requests_for(texts, per, explain)
-            t0 = time.perf_counter()
+            reqs = request_pool(texts, per, explain=explain)
             with ForeignCpu(cpu, pid) as foreign:
-                lat, statuses = uvloop.run(closed_loop(port, reqs, 1, t0 + warmup, t0 + warmup + seconds))
-            point = {"texts_per_request": per, "explain": explain, **stats(lat), "statuses": statuses,
-                     "foreign_cpu": foreign.share}  # fmt: skip
+                window = uvloop.run(window_load(port, reqs, 1, warmup, seconds))
+            point = {"texts_per_request": per, "explain": explain, **stats(window)}
+            point["foreign_cpu"] = foreign.share
             print(f"{'explain' if explain else 'plain':7s} x{per:2d}: {point}", flush=True)
             points.append(point)
     return points
@@ -123,21 +64,19 @@ def latency_points(
 def fairness_point(port: int, texts: list[str], duration: float, warmup: float) -> dict[str, Any]:
     import uvloop
 
-    plain = requests_for(texts, 1, False)
-    flood = requests_for(texts, 16, True)
+    plain = request_pool(texts, 1)
+    flood = request_pool(texts, 16, explain=True)
 
-    async def both() -> tuple[list[float], dict[int, int], list[float], dict[int, int]]:
-        t0 = time.perf_counter()
-        start, end = t0 + warmup, t0 + warmup + duration
-        (p, ps), (e, es) = await asyncio.gather(
-            closed_loop(port, plain, 1, start, end), closed_loop(port, flood, 4, start, end, offset=3)
+    async def both() -> tuple[Window, Window]:
+        return await asyncio.gather(  # type: ignore[return-value]
+            window_load(port, plain, 1, warmup, duration),
+            window_load(port, flood, 4, warmup, duration, offset=3),
         )
-        return p, ps, e, es
 
-    p, ps, e, es = uvloop.run(both())
+    p, e = uvloop.run(both())
     return {
-        "plain": {**stats(p), "statuses": ps},
-        "explain": {**stats(e), "statuses": es, "texts_per_s": 16 * len(e) / duration},
+        "plain": stats(p),
+        "explain": {**stats(e), "texts_per_s": 16 * len(e.latencies) / duration},
     }
 
 
@@ -198,8 +137,6 @@ def faithfulness(model_dir: str, n: int = 100, draws: int = 10) -> dict[str, Any
 
 
 def write_report(results: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "explain.json").write_text(json.dumps(results, indent=2))
     m = results["model"]
     lines = [
         "# Explanations: cost, fairness, faithfulness",
@@ -265,7 +202,7 @@ def write_report(results: dict[str, Any]) -> None:
                 f"| {occ_name} | {rem_name} | {k} | {v['top_k_drop']:.3f} | {v['random_drop']:.3f} |"
             )
     lines.append("")
-    (RESULTS / "explain.md").write_text("\n".join(lines))
+    save("explain", results, lines)
 
 
 def main() -> None:
@@ -277,7 +214,7 @@ def main() -> None:
     p.add_argument("--server-cpu", type=int, default=1)
     args = p.parse_args()
 
-    model_dir = ensure_model(args.model_dir)
+    model_dir = args.model_dir or default_model_dir()
     from app.settings import Settings
     from model.artifact import load_artifact
 
@@ -307,22 +244,24 @@ def main() -> None:
     print(json.dumps(results["faithfulness"], indent=1), flush=True)
     os.sched_setaffinity(0, {args.client_cpu})
 
-    proc, port = start_service(model_dir, args.server_cpu, ENV, RESULTS / "explain-server.log.tmp")
+    log = RESULTS / "explain-server.log.tmp"
+    server = start_server(model_dir, log, cpu=args.server_cpu, env=ENV, app="app.main:app")
     try:
         results["latency"] = latency_points(
-            port, texts, args.duration, args.warmup, args.server_cpu, proc.pid
+            server.port, texts, args.duration, args.warmup, args.server_cpu, server.pid
         )
-        results["fairness"] = {"128 (default)": fairness_point(port, texts, 2 * args.duration, args.warmup)}
+        results["fairness"] = {
+            "128 (default)": fairness_point(server.port, texts, 2 * args.duration, args.warmup)
+        }
     finally:
-        stop(proc)
+        server.stop()
     for lane, name in (("64", "64 (one batch)"), ("100000", "100000 (no lane)")):
         env = {**ENV, "BENCH_EXPLAIN_LANE": lane, "SENTIMENT_MAX_QUEUE_TEXTS": "100000"}
-        log = RESULTS / "explain-server.log.tmp"
-        proc, port = start_service(model_dir, args.server_cpu, env, log, app="bench.lane_app:app")
+        server = start_server(model_dir, log, cpu=args.server_cpu, env=env, app="bench.lane_app:app")
         try:
-            results["fairness"][name] = fairness_point(port, texts, 2 * args.duration, args.warmup)
+            results["fairness"][name] = fairness_point(server.port, texts, 2 * args.duration, args.warmup)
         finally:
-            stop(proc)
+            server.stop()
     print(json.dumps(results["fairness"], indent=1), flush=True)
     write_report(results)
     print((RESULTS / "explain.md").read_text())

@@ -1,7 +1,7 @@
 """Long documents: IMDB test accuracy when texts longer than the model's max length are truncated
 versus chunked (core/long_text.py, the code the service runs), and which chunk aggregation is better.
 
-    python bench/long_text_eval.py [--model-dir artifacts] [--limit 0] [--seed 0] [--sentences]
+    python -m bench.long_text_eval [--model-dir artifacts] [--limit 0] [--seed 0] [--sentences]
 
 In-process, torch on one thread. Every distinct piece (first max_length tokens, each chunk, each
 sentence with --sentences) is scored once with the artifact's calibrated probabilities, and every
@@ -16,25 +16,21 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 from fractions import Fraction
 from math import comb
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-
-from app.settings import Settings  # noqa: E402
-from core.long_text import AGGREGATION, Layout, aggregate, full_stream, layout  # noqa: E402
-from model.artifact import load_artifact  # noqa: E402
-from training.data import BUILTIN_FILES, read_labelled_file  # noqa: E402
-from training.fetch import data_dir  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
+from app.settings import Settings
+from bench import REPO, RESULTS
+from core.long_text import AGGREGATION, Layout, aggregate, full_stream, layout
+from model.artifact import load_artifact
+from training.corpora import CORPORA
+from training.data import read_labelled_file
+from training.fetch import data_dir
 
 
 def mcnemar_p(b: int, c: int) -> float:
@@ -82,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     artifact = load_artifact(args.model_dir)
     max_length = artifact.max_length
-    split = read_labelled_file(data_dir("imdb", progress=False) / BUILTIN_FILES["imdb"]["test"], name="test")
+    split = read_labelled_file(data_dir("imdb", progress=False) / CORPORA["imdb"].files["test"], name="test")
     index = list(range(len(split.texts)))
     if args.limit:
         index = sorted(random.Random(args.seed).sample(index, args.limit))

@@ -1,7 +1,7 @@
 """In-process speed of two or more artifacts in one run: texts/s at each batch size, tokenize +
 forward through the service's batch path, one torch thread, pinned to one CPU.
 
-    python bench/model_speed.py NAME=MODEL_DIR [NAME=MODEL_DIR ...] [--rounds 2] [--cpu 1]
+    python -m bench.model_speed NAME=MODEL_DIR [NAME=MODEL_DIR ...] [--rounds 2] [--cpu 1]
 
 The artifacts are measured in turns (A B A B ...) and each figure is the best of its rounds, so a
 burst of foreign load on the shared machine does not decide the comparison. Writes
@@ -16,13 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from bench import REPO, RESULTS
 
 
 def measure(model_dir: str, cpu: int) -> dict[str, dict[str, float]]:
     out = subprocess.run(
-        ["taskset", "-c", str(cpu), sys.executable, str(REPO / "bench/serve_bench.py"),
+        ["taskset", "-c", str(cpu), sys.executable, "-m", "bench.serve_bench",
          "--inprocess", model_dir],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout

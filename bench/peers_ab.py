@@ -1,6 +1,6 @@
 """This service before and after a change, on the peers benchmark's two headline loads, in one run.
 
-    python bench/peers_ab.py --base /tmp/base [--rounds 2] [--duration 15]
+    python -m bench.peers_ab --base /tmp/base [--rounds 2] [--duration 15]
 
 `--base`: another source tree of this project (e.g. `git archive <commit> | tar -x -C /tmp/base`).
 Each round serves the peers-size artifact (bench/peers_bench.py) from the base tree, then from this
@@ -23,12 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.loadgen import start_server
-from bench.peers_bench import PEERS, QUIET, artifact
+from bench import REPO, RESULTS
+from bench.peers import PEERS, QUIET, artifact
+from bench.servers import start_server
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 LINE = re.compile(r"conns=(?P<conns>\d+)\s+req/s=\S+\s+texts/s=(?P<tps>\S+)\s+p50_ms=(?P<p50>\S+)\s+"
                   r"p99_ms=(?P<p99>\S+)\s+errors=(?P<errors>\d+)")  # fmt: skip
 LOADS = {"64 conns × 1 text": ("single.lua", "64", "1"), "16 conns × 16 texts": ("batch16.lua", "16", "16")}
@@ -81,7 +79,7 @@ def main() -> int:
     lines = [
         "# Before and after, the peers benchmark's headline loads (bench/peers_ab.py)",
         "",
-        f"{when}, `python bench/peers_ab.py {' '.join(sys.argv[1:])}`: `python -m app` (1 worker, 1 torch "
+        f"{when}, `python -m bench.peers_ab {' '.join(sys.argv[1:])}`: `python -m app` (1 worker, 1 torch "
         f"thread, access log off) pinned to CPU {a.server_cpu}, wrk on CPU {a.wrk_cpu}, the peers-size "
         "artifact; rounds alternate the two trees. A shared 2-core VM (other work paused by "
         "bench-quiet.sh). Cells: texts/s (p50 / p99 ms, errors).",

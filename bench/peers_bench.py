@@ -1,6 +1,6 @@
 """This service against the peer servers (../shared/peers), one protocol, one run.
 
-    python bench/peers_bench.py [--duration 15] [--peers "naive batcher litserve"]
+    python -m bench.peers_bench [--duration 15] [--peers "naive batcher litserve"]
                                 [--backends "onnxruntime torchscript"]
 
 1. An artifact of the peers' size, trained by this project's own code (embedding 128, biLSTM 128,
@@ -31,21 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.loadgen import start_server
+from bench import REPO, RESULTS
+from bench.peers import PEERS, QUIET, artifact
+from bench.servers import start_server
 
-REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO.parent / "shared" / "peers"
-RESULTS = REPO / "bench" / "results"
-QUIET = {"SENTIMENT_ACCESS_LOG": "false", "SENTIMENT_LOG_LEVEL": "warning"}
-ARTIFACT = Path(
-    os.environ.get("SENTIMENT_PEERS_ARTIFACT", Path.home() / ".cache/sentiment-service/peers-artifact")
-)
-TRAIN = [
-    "--dataset", "sst2", "--embed-dim", "128", "--hidden-dim", "128", "--pooling", "last",
-    "--ngram-buckets", "0", "--vocab-size", "30000", "--embeddings", "random", "--epochs", "1",
-    "--threads", "1",
-]  # fmt: skip
 LINE = re.compile(
     r"^(?P<label>\S+)\s+conns=(?P<conns>\d+)\s+req/s=(?P<rps>\S+)\s+texts/s=(?P<tps>\S+)\s+"
     r"p50_ms=(?P<p50>\S+)\s+p99_ms=(?P<p99>\S+)\s+errors=(?P<errors>\d+)"
@@ -60,18 +49,9 @@ NAMES = {
 }
 
 
-def artifact() -> Path:
-    if not (ARTIFACT / "latest").exists():
-        print(f"training an artifact of the peers' size into {ARTIFACT} ...", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "training", *TRAIN, "--out", str(ARTIFACT)], cwd=REPO, check=True
-        )
-    return ARTIFACT / "latest"
-
-
 def in_process(model_dir: Path, cpu: int, backend: str) -> dict[str, float]:
     out = subprocess.run(
-        ["taskset", "-c", str(cpu), sys.executable, str(REPO / "bench/serve_bench.py"), "--inprocess",
+        ["taskset", "-c", str(cpu), sys.executable, "-m", "bench.serve_bench", "--inprocess",
          str(model_dir), "--texts-file", str(PEERS / "texts.txt")],
         cwd=REPO, capture_output=True, text=True, check=True,
         env={**os.environ, "SENTIMENT_BACKEND": backend},
@@ -202,7 +182,7 @@ def main() -> int:
     lines = [
         "# This service against the peers (bench/peers_bench.py)",
         "",
-        f"{when}, one run, `python bench/peers_bench.py --duration {a.duration}`: every server pinned to CPU "
+        f"{when}, one run, `python -m bench.peers_bench --duration {a.duration}`: every server pinned to CPU "
         f"{a.server_cpu}, wrk on CPU {a.wrk_cpu} (../shared/peers/bench.sh). Same model size everywhere; "
         "ours is an artifact of that size trained by this project's code. Cells: texts/s (p50 ms).",
         "",

@@ -1,6 +1,6 @@
 """Where a POST /predict's time goes outside the model: py-spy on the server under 64 connections.
 
-    python bench/profile_predict.py [--model-dir DIR] [--seconds 10]
+    python -m bench.profile_predict [--model-dir DIR] [--seconds 10]
 
 Starts `python -m app` (1 worker, 1 torch thread, access log off) pinned to CPU 0, drives it with wrk
 from CPU 1 (../shared/peers' single.lua: 64 connections x 1 text, the peers' texts), and meanwhile:
@@ -27,12 +27,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.loadgen import cpu_split, start_server, thread_cpu
+from bench import REPO, RESULTS
+from bench.procstats import cpu_split, thread_cpu
+from bench.servers import start_server
 
-REPO = Path(__file__).resolve().parents[1]
 PEERS = REPO.parent / "shared" / "peers"
-RESULTS = REPO / "bench" / "results"
 DEFAULT_MODEL = Path.home() / ".cache/sentiment-service/peers-artifact/latest"
 
 # Request stage -> function names (innermost match wins), in the order of the request path.

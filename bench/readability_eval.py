@@ -1,7 +1,7 @@
 """How often the "cannot read" check (model/readability.py) fires: on English test sets (each flag
 there is a wrong refusal) and on gibberish and other languages (each miss is a guess), and its cost.
 
-    python bench/readability_eval.py [MODEL_DIR] [--frequent N] [--min-known F] [--common N]
+    python -m bench.readability_eval [MODEL_DIR] [--frequent N] [--min-known F] [--common N]
 
 Writes bench/results/readability.{md,json}. English: TweetEval test, SST-2 and SST-5 sentence tests,
 the first 2,000 IMDB test reviews. The other texts: the behaviour set's gibberish and foreign cases and
@@ -18,15 +18,13 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from bench import DEFAULT_MODEL, RESULTS
 from model.artifact import load_artifact
 from model.readability import COMMON_WORDS, FREQUENT_WORDS, MIN_KNOWN, Readability
 from model.tokenizer import token_ids
 from training.behaviour import CASES
 from training.data import read_labelled_file
 from training.fetch import data_dir
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 
 FOREIGN = [
     "Der Film war langweilig und viel zu lang.", "Ich habe mich sehr über das Geschenk gefreut.",
@@ -62,7 +60,7 @@ def english_sets(root: Path) -> dict[str, list[str]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model_dir", nargs="?", default=str(REPO / "models/default"))
+    p.add_argument("model_dir", nargs="?", default=str(DEFAULT_MODEL))
     p.add_argument("--frequent", type=int, default=FREQUENT_WORDS)
     p.add_argument("--min-known", type=float, default=MIN_KNOWN)
     p.add_argument("--common", type=int, default=COMMON_WORDS)

@@ -1,6 +1,6 @@
 """Load benchmark of the HTTP service: dynamic batching on vs off vs the in-process ceiling.
 
-    python bench/serve_bench.py [--model-dir models/default] [--duration 6] [--warmup 1.5]
+    python -m bench.serve_bench [--model-dir models/default] [--duration 6] [--warmup 1.5]
 
 The load generator (raw asyncio HTTP/1.1 over keep-alive connections on uvloop, one connection per
 client) is pinned to one CPU and the server to another, so they do not compete. Points: 1, 16 and
@@ -19,239 +19,28 @@ import json
 import os
 import platform
 import random
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
+from bench import REPO, RESULTS, default_model_dir
+from bench.http_client import request_pool
+from bench.load import window_load
+from bench.metrics import scrape
+from bench.procstats import ForeignCpu
+from bench.report import save
+from bench.servers import free_port, on_cpu, start_server
+from bench.texts import load_texts
+from bench.timing import rate
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.texts import load_texts  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
 CLIENTS = (1, 16, 64)
 TEXTS_PER_REQUEST = (1, 16)
 CEILING_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
-# --- load generator -------------------------------------------------------------------------------
-
-
-class _Conn(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection; one request in flight at a time."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0 or self.waiter is None:
-            return
-        head = bytes(self.buf[:end]).lower()
-        i = head.find(b"content-length:")
-        length = (
-            int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
-        )
-        total = end + 4 + length
-        if len(self.buf) < total:
-            return
-        body = bytes(self.buf[end + 4 : total])
-        status = int(head[9:12])
-        del self.buf[:total]
-        waiter, self.waiter = self.waiter, None
-        waiter.set_result((status, body))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("server closed the connection"))
-
-    def request(self, data: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        self.waiter = asyncio.get_running_loop().create_future()
-        assert self.transport is not None
-        self.transport.write(data)
-        return self.waiter
-
-
-def build_requests(texts: list[str], per_request: int, path: str = "/predict") -> list[tuple[bytes, int]]:
-    out = []
-    for i in range(len(texts)):
-        if per_request == 1:
-            body = orjson.dumps({"text": texts[i]})
-        else:
-            body = orjson.dumps({"texts": [texts[(i + k) % len(texts)] for k in range(per_request)]})
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        out.append((head + body, per_request))
-    return out
-
-
-async def run_load(
-    port: int,
-    requests: list[tuple[bytes, int]],
-    clients: int,
-    warmup: float,
-    duration: float,
-    check: bool = True,
-) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    conns = []
-    for _ in range(clients):
-        _, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
-        conns.append(proto)
-    t_start = time.perf_counter() + warmup
-    t_end = t_start + duration
-    latencies: list[float] = []
-    stats = {"texts": 0, "requests": 0, "errors": 0, "statuses": {}}
-
-    async def client(k: int, conn: _Conn) -> None:
-        i = k * 7
-        while True:
-            data, n = requests[i % len(requests)]
-            i += 1
-            t0 = time.perf_counter()
-            if t0 >= t_end:
-                return
-            status, body = await conn.request(data)
-            t1 = time.perf_counter()
-            if t_start <= t1 <= t_end:  # completions inside the window, whenever they started
-                latencies.append(t1 - t0)
-                stats["requests"] += 1
-                if status == 200:
-                    stats["texts"] += n
-                else:
-                    stats["errors"] += 1
-                    stats["statuses"][status] = stats["statuses"].get(status, 0) + 1
-            if check and i % 97 == 0 and status == 200:  # spot-check the answers, cheaply
-                assert len(orjson.loads(body)["predictions"]) == n
-
-    await asyncio.gather(*(client(k, c) for k, c in enumerate(conns)))
-    for c in conns:
-        assert c.transport is not None
-        c.transport.close()
-    latencies.sort()
-    q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else (latencies or [float("nan")]) * 99
-    return {
-        "texts_per_s": stats["texts"] / duration,
-        "requests_per_s": stats["requests"] / duration,
-        "p50_ms": q[49] * 1000,
-        "p99_ms": q[98] * 1000,
-        "errors": stats["errors"],
-        "error_statuses": stats["statuses"],
-    }
-
-
-# --- contamination check ---------------------------------------------------------------------------
-
-
-class ForeignCpu:
-    """CPU time that other processes took on the server's CPU during a point, as a fraction of that
-    CPU (0-1): the machine may be shared, and a busy neighbour there invalidates a measurement."""
-
-    def __init__(self, cpu: int, pid: int | None = None, children: bool = False) -> None:
-        self.cpu, self.pid, self.children = cpu, pid, children
-
-    def _cpu_busy(self) -> int:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith(f"cpu{self.cpu} "):
-                fields = [int(x) for x in line.split()[1:9]]
-                return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-        raise ValueError(f"no cpu{self.cpu} in /proc/stat")
-
-    def _ours(self) -> int:
-        if self.children:  # a pinned subprocess we wait for: counted in our children's times
-            fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-            return int(fields[13]) + int(fields[14])
-        if self.pid is None:
-            return 0
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
-    def __enter__(self) -> ForeignCpu:
-        self.t0 = time.perf_counter()
-        self.b0, self.o0 = self._cpu_busy(), self._ours()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        jiffies = self._cpu_busy() - self.b0 - (self._ours() - self.o0)
-        self.share = max(0.0, jiffies / os.sysconf("SC_CLK_TCK") / (time.perf_counter() - self.t0))
-
-
-# --- servers --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pinned(cpu: int) -> Callable[[], None]:
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("server did not become ready")
-
-
-def start_service(
-    model_dir: str, cpu: int, env_extra: dict[str, str], log_path: Path, app: str = "app.main:app"
-) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {**os.environ, "SENTIMENT_MODEL_DIR": model_dir, **env_extra}
-    cmd = [
-        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    log = open(log_path, "wb")  # noqa: SIM115  (closed with the process)
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pinned(cpu)
-    )
-    wait_ready(port, proc)
-    return proc, port
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def metric_sum(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return float("nan")
+# --- the client's own ceiling ------------------------------------------------------------------------
 
 
 async def _echo_server(port: int) -> None:
@@ -317,14 +106,7 @@ def inprocess(model_dir: str, seconds: float, texts_file: str | None = None) -> 
             batcher.run_sync(sorted(ids, key=len, reverse=True))
 
         for name, fn in (("direct", direct), ("server_path", server_path)):
-            for batch in batches[:3]:
-                fn(batch)
-            n = 0
-            t0 = time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                fn(batches[n % len(batches)])
-                n += 1
-            out[name][b] = n * b / (time.perf_counter() - t0)
+            out[name][b] = rate(fn, batches, b, seconds)
     return out
 
 
@@ -332,8 +114,6 @@ def inprocess(model_dir: str, seconds: float, texts_file: str | None = None) -> 
 
 
 def write_report(results: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve.json").write_text(json.dumps(results, indent=2))
     ceiling = results["inprocess"]
     gain = max(ceiling["server_path"].values()) / max(ceiling["direct"][1], ceiling["server_path"][1])
     lines = [
@@ -390,7 +170,7 @@ def write_report(results: dict[str, Any]) -> None:
         "but it scales activations per batch, so a text's score would depend on its batch mates).",
         "",
     ]
-    (RESULTS / "serve.md").write_text("\n".join(lines))
+    save("serve", results, lines)
 
 
 def plot(results: dict[str, Any]) -> None:
@@ -465,10 +245,6 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 # --- main -----------------------------------------------------------------------------------------
 
 
-def ensure_model(model_dir: str | None) -> str:
-    return model_dir or os.environ.get("SENTIMENT_MODEL_DIR") or str(REPO / "models" / "default")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -495,13 +271,13 @@ def main() -> None:
 
     import uvloop
 
-    model_dir = ensure_model(args.model_dir)
+    model_dir = args.model_dir or default_model_dir()
     from model.artifact import read_meta, resolve_artifact_dir
 
     meta = read_meta(resolve_artifact_dir(model_dir))
     os.sched_setaffinity(0, {args.client_cpu})
     texts = load_texts()
-    reqs = {per: build_requests(texts, per) for per in TEXTS_PER_REQUEST}
+    reqs = {per: request_pool(texts, per) for per in TEXTS_PER_REQUEST}
     t_all = time.time()
     with ForeignCpu(args.server_cpu) as idle_check:
         time.sleep(2.0)
@@ -515,11 +291,12 @@ def main() -> None:
     # 1. The client's own ceiling, against a server that does nothing.
     port = free_port()
     echo = subprocess.Popen(
-        [sys.executable, __file__, "--echo-server", str(port)], cwd=REPO, preexec_fn=pinned(args.server_cpu)
-    )
+        [sys.executable, "-m", "bench.serve_bench", "--echo-server", str(port)],
+        cwd=REPO, preexec_fn=on_cpu(args.server_cpu),
+    )  # fmt: skip
     try:
         time.sleep(1.0)
-        client_ceiling = uvloop.run(run_load(port, reqs[1], 64, 0.5, 3.0, check=False))
+        client_ceiling = uvloop.run(window_load(port, reqs[1], 64, 0.5, 3.0)).summary()
     finally:
         echo.terminate()
         echo.wait()
@@ -528,8 +305,8 @@ def main() -> None:
     # 2. In-process ceiling, pinned like the server.
     with ForeignCpu(args.server_cpu, children=True) as ceiling_foreign:
         proc = subprocess.run(
-            [sys.executable, __file__, "--inprocess", model_dir],
-            cwd=REPO, capture_output=True, text=True, check=True, preexec_fn=pinned(args.server_cpu),
+            [sys.executable, "-m", "bench.serve_bench", "--inprocess", model_dir],
+            cwd=REPO, capture_output=True, text=True, check=True, preexec_fn=on_cpu(args.server_cpu),
         )  # fmt: skip
     ceiling = {
         k: {int(b): v for b, v in d.items()} for k, d in json.loads(proc.stdout.splitlines()[-1]).items()
@@ -541,19 +318,20 @@ def main() -> None:
     for server, env in (("batching", {}), ("no batching", {"SENTIMENT_MAX_BATCH_SIZE": "1"})):
         log_path = RESULTS / f"server-{server.replace(' ', '-')}.log.tmp"
         RESULTS.mkdir(parents=True, exist_ok=True)
-        proc_s, port = start_service(model_dir, args.server_cpu, env, log_path)
+        server = start_server(model_dir, log_path, cpu=args.server_cpu, env=env, app="app.main:app")
+        port = server.port
         try:
             for per in TEXTS_PER_REQUEST:
                 for clients in CLIENTS:
-                    b0, c0 = (
-                        metric_sum(port, "sentiment_batch_size_sum"),
-                        metric_sum(port, "sentiment_batch_size_count"),
-                    )
-                    with ForeignCpu(args.server_cpu, proc_s.pid) as foreign:
-                        r = uvloop.run(run_load(port, reqs[per], clients, args.warmup, args.duration))
-                    b1, c1 = (
-                        metric_sum(port, "sentiment_batch_size_sum"),
-                        metric_sum(port, "sentiment_batch_size_count"),
+                    m0 = scrape(port)
+                    with ForeignCpu(args.server_cpu, server.pid) as foreign:
+                        window = uvloop.run(
+                            window_load(port, reqs[per], clients, args.warmup, args.duration, check=True)
+                        )
+                    m1 = scrape(port)
+                    r = window.summary()
+                    b0, c0, b1, c1 = (
+                        m[f"sentiment_batch_size_{k}"] for m in (m0, m1) for k in ("sum", "count")
                     )
                     r.update(
                         foreign_cpu=round(foreign.share, 3),
@@ -565,7 +343,7 @@ def main() -> None:
                     points.append(r)
                     print(f"{server:12s} {clients:3d} clients x {per:2d} texts:", summary(r), flush=True)
         finally:
-            stop(proc_s)
+            server.stop()
 
     results: dict[str, Any] = {
         "model": {"name": meta["name"], "version": meta["version"], **meta["network"]},

@@ -9,7 +9,7 @@ import random
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import REPO
 
 
 def data_root() -> Path:

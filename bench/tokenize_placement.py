@@ -2,7 +2,7 @@
 batch worker (inference thread, one call per batch)? Measures both with the real Batcher and model,
 in-process (no HTTP), pinned to one CPU like the server in serve_bench.py (other CPU sets on request).
 
-    python bench/tokenize_placement.py [--model-dir artifacts] [--cpus 1] [--seconds 4]
+    python -m bench.tokenize_placement [--model-dir artifacts] [--cpus 1] [--seconds 4]
 
 Writes bench/results/tokenize_placement.json and .md.
 """
@@ -13,20 +13,14 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.texts import load_texts  # noqa: E402
-from core.batcher import Batcher  # noqa: E402
-from core.engine import make_infer  # noqa: E402
-from model.artifact import Artifact, load_artifact  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
+from bench import REPO, RESULTS
+from bench.texts import load_texts
+from core.batcher import Batcher
+from core.engine import make_infer
+from model.artifact import Artifact, load_artifact
 
 
 async def drive(

@@ -1,6 +1,6 @@
 """Tokenizing one text for /predict: the `tokenizers` pipeline against AsciiIds (model/tokenizer.py).
 
-    python bench/tokenizer_speed.py [--model-dir models/default] [--rounds 7]
+    python -m bench.tokenizer_speed [--model-dir models/default] [--rounds 7]
 
 Per text, as the engine calls it (one request's text at a time): `token_ids` through the tokenizer
 alone, and with AsciiIds in front (the texts it does not answer for still go through the tokenizer),
@@ -19,16 +19,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import DEFAULT_MODEL, REPO, RESULTS
 from bench.texts import data_root, load_texts
 from core import long_text
 from model.artifact import load_artifact
 from model.tokenizer import token_ids
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 
 
 def per_text_us(fn: Callable[[str], object], texts: list[str]) -> float:
@@ -40,7 +36,7 @@ def per_text_us(fn: Callable[[str], object], texts: list[str]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", default=str(REPO / "models" / "default"))
+    p.add_argument("--model-dir", default=str(DEFAULT_MODEL))
     p.add_argument("--rounds", type=int, default=7)
     a = p.parse_args()
     os.sched_setaffinity(0, {os.sched_getaffinity(0).pop()})

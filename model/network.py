@@ -106,8 +106,8 @@ class SentimentLSTM(nn.Module):
         Two exact ways, chosen per batch by cost. Padded: the forward direction runs on the padded
         tensor (padding comes after a text, so it cannot reach its real steps) and the backward
         direction runs forward over each text reversed in place (padding left at the end), then is
-        flipped back. On CPU this is much faster for long texts (an IMDB epoch at 1024 tokens: 287 s
-        against over 900 s packed, one thread) but padding steps cost as much as real ones, and at
+        flipped back. On CPU this is much faster for long texts (compared on IMDB epochs at 1024 tokens,
+        one thread) but padding steps cost as much as real ones, and at
         2-4 texts the two directions' separate calls cost more than one packed call. So single texts
         and length-homogeneous batches of >= 8 (length-bucketed training batches) take the padded
         path, and mixed batches nn.LSTM on packed sequences, which skips padding.

@@ -130,9 +130,9 @@ def token_ids(
 class AsciiIds:
     """The tokenizer's ids for short plain-ASCII texts, computed with Python's `re` and a dict.
 
-    What serving needs of most texts is only their ids. The `tokenizers` pipeline costs ~50 µs for
-    a 20-word sentence (NFKC, nine normaliser passes that each track character alignments, an
-    Oniguruma split); this costs a third of it (bench/results/tokenizer_speed.md). `ids` answers None, and
+    What serving needs of most texts is only their ids. The `tokenizers` pipeline does much more per
+    text (NFKC, nine normaliser passes that each track character alignments, an Oniguruma split);
+    this is several times cheaper (bench/results/tokenizer_speed.md). `ids` answers None, and
     the caller uses the tokenizer, for what it does not mirror exactly: non-ASCII text, a "[" (the
     special tokens), four control characters, and texts longer than max_length (they need offsets;
     beyond 6 characters per token they are not even tried)."""

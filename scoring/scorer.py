@@ -37,7 +37,7 @@ class Scorer:
         torch.set_num_threads(config.threads)
         if config.threads == 1:
             # `tokenizers` encodes a batch on a thread per core by default: with a worker per core those
-            # threads fight each other (measured: IMDB reviews at half the rate). One worker, one thread.
+            # threads fight each other (bench/results/bulk.md, the earlier pass). One worker, one thread.
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         self.config = config
         self.artifact = load_artifact(config.model_dir)

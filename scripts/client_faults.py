@@ -1,7 +1,7 @@
 """Client faults against the real server: trickling (slowloris) clients and requests that time out
 must not leak queue entries, connections or memory.
 
-    python scripts/client_faults.py [--trickle-connections 1000] [--trickle-seconds 30] [--trickle-rounds 3]
+    python -m scripts.client_faults [--trickle-connections 1000] [--trickle-seconds 30] [--trickle-rounds 3]
                                     [--rounds 3]
 
 Server as in the Dockerfile (`python -m app`) pinned to one CPU, clients on the other, with oneDNN's
@@ -26,43 +26,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
-import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench import RESULTS
+from bench.cli import script_parser
+from bench.load import ClosedLoopStats, closed_loop, load_requests, quantile
+from bench.metrics import scrape
+from bench.procstats import RssSampler, open_sockets
+from bench.report import save
+from bench.servers import Server, pinned_to, start_server
 
-from bench.loadgen import (  # noqa: E402
-    ClosedLoopStats,
-    RssSampler,
-    Server,
-    closed_loop,
-    load_requests,
-    pinned_to,
-    quantile,
-    scrape,
-    script_parser,
-    start_server,
-)
-
-RESULTS = REPO / "bench" / "results"
 MIB = 1024 * 1024
-
-
-def open_sockets(pid: int) -> int:
-    """TCP sockets the process holds (listening one included)."""
-    n = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):  # closed meanwhile
-            n += os.readlink(fd).startswith("socket:")
-    return n
 
 
 async def settle(server: Server, *, sockets: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
@@ -298,8 +276,6 @@ def checks(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(res: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "client_faults.json").write_text(json.dumps(res, indent=2))
     t = res["trickle"]
     lines = [
         "# Client faults: trickling clients and timeouts",
@@ -317,7 +293,7 @@ def write_report(res: dict[str, Any]) -> None:
     ]
     lines += [f"- {'PASS' if c['pass'] else 'FAIL'}: {c['name']}: {c['measured']}" for c in res["checks"]]
     lines.append("")
-    (RESULTS / "client_faults.md").write_text("\n".join(lines))
+    save("client_faults", res, lines)
 
 
 def main() -> int:
@@ -335,8 +311,6 @@ def main() -> int:
         "grows by up to ~230 MiB under any varied load until the cache is full, which would hide (or "
         "fake) a leak",
     )
-    p.add_argument("--server-cpu", type=int, default=1, help="CPU the server is pinned to (1)")
-    p.add_argument("--client-cpu", type=int, default=0, help="CPU the clients are pinned to (0)")
     args = p.parse_args()
 
     import uvloop
@@ -371,7 +345,7 @@ def main() -> int:
             server2.stop()
     tracebacks = server.log_text().count("Traceback") + server2.log_text().count("Traceback")
     res.update(
-        command="python scripts/client_faults.py " + " ".join(sys.argv[1:]),
+        command="python -m scripts.client_faults " + " ".join(sys.argv[1:]),
         model=f"{meta['name']} {meta['version']}",
         server_cpu=args.server_cpu,
         client_cpu=args.client_cpu,

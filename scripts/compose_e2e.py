@@ -14,8 +14,8 @@ In order, each a check with a measured figure:
   4. /docs and /redoc render offline: every file the pages load is on this host and answers 200
   5. api and lb inspected: non-root, read-only root filesystem, all capabilities dropped,
      no-new-privileges; a write to / fails inside api
-  6. scripts/overload.py at 10x capacity straight at the api container (2,048 connections): its memory
-     peak (cgroup) stays under the 1 GiB limit, no OOM kill, no restart, nothing accepted lost
+  6. `python -m scripts.overload` at 10x capacity straight at the api container (2,048 connections):
+     its memory peak (cgroup) stays under the 1 GiB limit, no OOM kill, no restart, nothing accepted lost
   7. `--scale api=2`: requests spread over both replicas (their own /metrics counts)
   8. one replica stopped (`docker stop`) under load from 8 clients: every request 200, none over 1 s
   9. one replica's server killed (SIGKILL, a crash) under load: every request 200 (nginx retries on
@@ -430,7 +430,7 @@ def overload(stack: Stack, rep: Report, duration: float) -> None:
     # it the queue never fills and a "10x" load only waits (measured: 0 x 503, every answer a late 200).
     ip = next(iter(info["NetworkSettings"]["Networks"].values()))["IPAddress"]
     cmd = [
-        sys.executable, str(REPO / "scripts" / "overload.py"), "--host", ip, "--port", "8000",
+        sys.executable, "-m", "scripts.overload", "--host", ip, "--port", "8000",
         "--pid", str(pid), "--duration", str(duration), "--baseline-seconds", "5",
         "--recovery-seconds", "8", "--name", name,
     ]  # fmt: skip

@@ -1,6 +1,6 @@
 """Fair sharing under heavy clients: one request, or one client, must not stall everyone.
 
-    python scripts/heavy_clients.py [--seconds 20] [--heavy-clients 2] [--model-dir models/default]
+    python -m scripts.heavy_clients [--seconds 20] [--heavy-clients 2] [--model-dir models/default]
 
 Server as in the Dockerfile (`python -m app`, one worker, one torch thread, default settings) pinned
 to --server-cpu; the clients run here on --client-cpu. Phases, each --seconds long:
@@ -33,34 +33,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.loadgen import (  # noqa: E402
-    ClosedLoopStats,
-    HttpConn,
-    closed_loop,
-    connect,
-    load_requests,
-    pinned_to,
-    quantile,
-    script_parser,
-    send,
-    start_server,
-)
-from bench.texts import data_root  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
-
-
-def request(body: dict[str, Any]) -> bytes:
-    data = json.dumps(body).encode()
-    head = (
-        "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\n\r\n"
-    ).encode()
-    return head + data
+from bench.cli import env_settings, script_parser
+from bench.http_client import HttpConn, connect, post
+from bench.load import ClosedLoopStats, closed_loop, load_requests, quantile, send
+from bench.report import save
+from bench.servers import pinned_to, start_server
+from bench.texts import data_root
 
 
 def long_texts(n: int, chars: int, offset: int = 0) -> list[str]:
@@ -156,15 +134,15 @@ async def phase(
 async def scenario(port: int, args: Any) -> dict[str, Any]:
     short = load_requests(1)
     heavy = [
-        (request({"texts": long_texts(64, args.chars, offset=k * 64)}), 64) for k in range(args.heavy_clients)
+        (post({"texts": long_texts(64, args.chars, offset=k * 64)}), 64) for k in range(args.heavy_clients)
     ]
     sentences = [
-        (request({"texts": long_texts(64, args.chars, offset=k * 64), "sentences": True}), 64)
+        (post({"texts": long_texts(64, args.chars, offset=k * 64), "sentences": True}), 64)
         for k in range(args.heavy_clients)
     ]
     explain = [
-        (request({"texts": long_texts(16, args.chars, offset=k * 16), "explain": True}), 16) for k in range(2)
-    ] + [(request({"texts": long_texts(16, 300, offset=k * 16), "explain": True}), 16) for k in range(2)]
+        (post({"texts": long_texts(16, args.chars, offset=k * 16), "explain": True}), 16) for k in range(2)
+    ] + [(post({"texts": long_texts(16, 300, offset=k * 16), "explain": True}), 16) for k in range(2)]
     res: dict[str, Any] = {}
     await phase(port, 3, short, None, 0)  # warm
     for name, load, clients in (
@@ -196,8 +174,6 @@ def targets(res: dict[str, Any], p99_ms: float) -> list[dict[str, Any]]:
 
 
 def write_report(res: dict[str, Any], name: str) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     lines = [
         "# A short client beside heavy clients (scripts/heavy_clients.py)",
         "",
@@ -220,25 +196,20 @@ def write_report(res: dict[str, Any], name: str) -> Path:
     lines += ["", "| target | measured | pass |", "| --- | --- | --- |"]
     lines += [f"| {t['name']} | {t['measured']} | {'yes' if t['pass'] else 'NO'} |" for t in res["targets"]]
     lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in res["settings"].items())]
-    path = RESULTS / f"{name}.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return save(name, res, lines)
 
 
 def main() -> int:
-    p = script_parser(__doc__)
+    p = script_parser(__doc__, server_env=True)
     p.add_argument("--seconds", type=float, default=20.0, help="length of each phase (20)")
     p.add_argument("--heavy-clients", type=int, default=2, help="clients looping maximum requests (2)")
     p.add_argument("--chars", type=int, default=10_000, help="characters per heavy text (10,000: the limit)")
     p.add_argument("--p99-ms", type=float, default=250.0, help="target p99 of the short client (250)")
-    p.add_argument("--server-cpu", type=int, default=1, help="CPU the server is pinned to (1)")
-    p.add_argument("--client-cpu", type=int, default=0, help="CPU the clients are pinned to (0)")
     p.add_argument("--name", default="heavy_clients", help="results file name in bench/results")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment")
     args = p.parse_args()
     import uvloop
 
-    extra = dict(kv.split("=", 1) for kv in args.env)
+    extra = env_settings(p, args)
     env = {"SENTIMENT_ACCESS_LOG": "false", **extra}
     log_path = Path(tempfile.mkdtemp(prefix="heavy-clients-")) / "server.log"
     with pinned_to(args.client_cpu):
@@ -252,7 +223,7 @@ def main() -> int:
     log = server.log_text()
     model = f"{info['model']['name']} {info['model']['version']}"
     res.update(
-        command="python scripts/heavy_clients.py " + " ".join(sys.argv[1:]),
+        command="python -m scripts.heavy_clients " + " ".join(sys.argv[1:]),
         when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}",

@@ -1,6 +1,6 @@
 """Overload test: drive the real server at 10x its capacity, then check that it recovers.
 
-    python scripts/overload.py [--duration 60] [--factor 10] [--model-dir models/default]
+    python -m scripts.overload [--duration 60] [--factor 10] [--model-dir models/default]
 
 1. Starts the server as the Dockerfile does (`python -m app`, one worker, one torch thread) pinned to
    one CPU; this load generator runs on the other.
@@ -39,30 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.cli import env_settings, script_parser
+from bench.http_client import HttpConn, connect
+from bench.load import ClosedLoopStats, Outcome, closed_loop, load_requests, quantile, send
+from bench.metrics import requests_with_status, scrape
+from bench.procstats import ForeignCpu, RssSampler, cpu_split, thread_cpu
+from bench.report import save
+from bench.servers import pinned_to, start_server
 
-from bench.loadgen import (  # noqa: E402
-    ClosedLoopStats,
-    HttpConn,
-    Outcome,
-    RssSampler,
-    closed_loop,
-    connect,
-    cpu_split,
-    load_requests,
-    pinned_to,
-    quantile,
-    requests_with_status,
-    scrape,
-    script_parser,
-    send,
-    start_server,
-    thread_cpu,
-)
-from bench.serve_bench import ForeignCpu  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
 HOST = ["127.0.0.1"]  # the server's address: --host in attached mode
 MIB = 1024 * 1024
 
@@ -309,8 +293,6 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(res: dict[str, Any], name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2, default=str))
     b, base, rec = res["burst"], res["baseline"], res["recovery"]
     offered = sum(b["sent_per_s"]) / res["duration_s"]
     lines = [
@@ -369,9 +351,7 @@ def write_report(res: dict[str, Any], name: str) -> Path:
     lines += ["", "## Targets", ""]
     lines += [f"- {'PASS' if t['pass'] else 'MISS'}: {t['name']}: {t['measured']}" for t in res["targets"]]
     lines.append("")
-    path = RESULTS / f"{name}.md"
-    path.write_text("\n".join(lines))
-    return path
+    return save(name, res, lines)
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -535,7 +515,7 @@ async def scenario(args: argparse.Namespace, port: int, rss: RssSampler, pid: in
 
 
 def main() -> int:
-    p = script_parser(__doc__)
+    p = script_parser(__doc__, server_env=True)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of overload (default 60)")
     p.add_argument("--factor", type=float, default=10.0, help="offered load as a multiple of capacity (10)")
     p.add_argument("--clients", type=int, default=64, help="closed-loop clients for baseline and recovery")
@@ -552,25 +532,16 @@ def main() -> int:
     p.add_argument(
         "--name", default="overload", help="results file name in bench/results (overload: .json and .md)"
     )
-    p.add_argument("--server-cpu", type=int, default=1, help="CPU the server is pinned to (1)")
-    p.add_argument("--client-cpu", type=int, default=0, help="CPU this load generator is pinned to (0)")
     p.add_argument(
         "--port", type=int, help="drive the server already on 127.0.0.1:PORT instead of starting one"
     )
     p.add_argument("--host", default="127.0.0.1", help="with --port: the server's address (127.0.0.1)")
     p.add_argument("--pid", type=int, help="with --port: the server process to sample (RSS, threads' CPU)")
-    p.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra server environment, e.g. --env SENTIMENT_MAX_QUEUE_TEXTS=512 (repeatable)",
-    )
     args = p.parse_args()
 
     import uvloop
 
-    extra = dict(kv.split("=", 1) for kv in args.env)
+    extra = env_settings(p, args)
     if (args.port is None) != (args.pid is None):
         p.error("--port and --pid go together")
     if args.port is not None and extra:
@@ -627,7 +598,7 @@ def finish(
     log: str,
 ) -> int:
     res.update(
-        command="python scripts/overload.py " + " ".join(sys.argv[1:]),
+        command="python -m scripts.overload " + " ".join(sys.argv[1:]),
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}",
         model=model,

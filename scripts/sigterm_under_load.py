@@ -1,6 +1,6 @@
 """Graceful shutdown under load: SIGTERM the real server while 64 clients keep it busy.
 
-    python scripts/sigterm_under_load.py [--clients 64] [--load-seconds 5] [--drain-delay 0] [--grace 20]
+    python -m scripts.sigterm_under_load [--clients 64] [--load-seconds 5] [--drain-delay 0] [--grace 20]
                                          [--repeat 3]
 
 Starts the server as the Dockerfile does (`python -m app`) pinned to one CPU, runs closed-loop clients
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 import signal
 import subprocess
@@ -37,23 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench.cli import script_parser
+from bench.load import ClosedLoopStats, Outcome, closed_loop, load_requests, quantile
+from bench.report import save
+from bench.servers import Server, pinned_to, start_server
 
-from bench.loadgen import (  # noqa: E402
-    ClosedLoopStats,
-    Outcome,
-    Server,
-    closed_loop,
-    load_requests,
-    pinned_to,
-    quantile,
-    script_parser,
-    start_server,
-)
-
-RESULTS = REPO / "bench" / "results"
 # The two 503 shutting_down messages (core/engine.py vs core/batcher.py): refused at
 # the door, or admitted and then failed because the grace ran out. Only the first is acceptable.
 ADMITTED_THEN_FAILED = "before these texts were run"
@@ -209,8 +196,6 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_report(res: dict[str, Any], name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2))
     lines = [
         "# SIGTERM under load",
         "",
@@ -242,9 +227,7 @@ def write_report(res: dict[str, Any], name: str) -> Path:
     ]
     lines += [f"- {'PASS' if t['pass'] else 'FAIL'}: {t['name']}: {t['measured']}" for t in res["checks"]]
     lines.append("")
-    path = RESULTS / f"{name}.md"
-    path.write_text("\n".join(lines))
-    return path
+    return save(name, res, lines)
 
 
 def main() -> int:
@@ -256,8 +239,6 @@ def main() -> int:
     )
     p.add_argument("--grace", type=float, default=20.0, help="SENTIMENT_SHUTDOWN_GRACE_S (20)")
     p.add_argument("--repeat", type=int, default=3, help="runs, each with a fresh server (3)")
-    p.add_argument("--server-cpu", type=int, default=1, help="CPU the server is pinned to (1)")
-    p.add_argument("--client-cpu", type=int, default=0, help="CPU the clients are pinned to (0)")
     args = p.parse_args()
 
     import uvloop
@@ -286,7 +267,7 @@ def main() -> int:
     res = {
         **combine(runs),
         "runs": runs,
-        "command": "python scripts/sigterm_under_load.py " + " ".join(sys.argv[1:]),
+        "command": "python -m scripts.sigterm_under_load " + " ".join(sys.argv[1:]),
         "model": f"{meta['name']} {meta['version']}",
         "clients": args.clients,
         "load_s": args.load_seconds,

@@ -4,16 +4,13 @@ readiness and shutdown, start-up checks and the OpenAPI document. Uses the real 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,97 +21,20 @@ import pytest
 from app.main import create_app
 from app.routes import predict as predict_route
 from app.settings import Settings
-from core.batcher import InferFn
 from model.artifact import Artifact, ArtifactError, load_artifact
+from tests.helpers import (
+    NEGATIVE,
+    POSITIVE,
+    ModelProbe,
+    assert_error,
+    failed_start_up,
+    metric,
+    serve,
+    uvicorn_server,
+)
 
 pytestmark = pytest.mark.asyncio
 REPO = Path(__file__).resolve().parents[1]
-
-POSITIVE = [
-    "A wonderful, moving film with brilliant performances.",
-    "a great film .",
-    "I loved it. Great acting and a beautiful story.",
-    "an engrossing , moving and beautifully acted story .",
-]
-NEGATIVE = [
-    "Bad plot, bad acting, bad everything.",
-    "a dull , lifeless and utterly boring mess .",
-    "The worst movie I have ever seen: stupid, tedious and awful.",
-    "This movie was terrible, boring and a complete waste of time.",
-    "boring and stupid .",
-]
-
-
-class ModelProbe:
-    """Wraps the real inference function: records batches, can block them or fail on a marker text."""
-
-    def __init__(self, fail_marker: str | None = None) -> None:
-        self.fail_marker = fail_marker
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.batches: list[list[list[int]]] = []
-        self.marker_ids: list[int] | None = None
-
-    def __call__(self, infer: InferFn, artifact: Artifact) -> InferFn:
-        if self.fail_marker:
-            self.marker_ids = artifact.tokenize([self.fail_marker])[0][0]
-
-        def wrapped(ids: list[list[int]]) -> list[list[float]]:
-            self.entered.set()
-            self.gate.wait(30)
-            self.batches.append(ids)
-            if self.marker_ids is not None and self.marker_ids in ids:
-                raise RuntimeError("injected fault")
-            return infer(ids)
-
-        return wrapped
-
-    def reset(self, *, block: bool = False) -> None:
-        """Forget warm-up batches; optionally hold the next batch until gate.set()."""
-        self.batches.clear()
-        self.entered.clear()
-        if block:
-            self.gate.clear()
-
-    def saw(self, ids: list[int]) -> bool:
-        return any(ids in batch for batch in self.batches)
-
-    async def wait_entered(self) -> None:
-        while not self.entered.is_set():
-            await asyncio.sleep(0.002)
-
-
-@asynccontextmanager
-async def serve(
-    model_dir: Path, probe: ModelProbe | None = None, **overrides: Any
-) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    overrides.setdefault("warmup", False)  # warm-up is covered by the readiness tests; keeps this fast
-    app = create_app(Settings(model_dir=model_dir, **overrides), infer_wrapper=probe)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        yield app, client
-
-
-def assert_error(r: httpx.Response, status: int, code: str, *needles: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"}, body
-    err = body["error"]
-    assert err["code"] == code and err["id"] and err["message"], body
-    for needle in needles:
-        assert needle in err["message"], (needle, err["message"])
-    return err
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise KeyError(name)
-
 
 @pytest.fixture(scope="module")
 def artifact(small_artifact: Path) -> Artifact:
@@ -470,52 +390,12 @@ async def test_shutdown_refuses_new_work_and_finishes_queued_work(small_artifact
         assert [t.result().status_code for t in in_flight] == [200] * 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _uvicorn(model_dir: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
-    # stdout is a pipe only read at the end: keep the log short (no per-request lines)
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--log-level", "info"],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "SENTIMENT_MODEL_DIR": str(model_dir),
-            "SENTIMENT_ACCESS_LOG": "false",
-            "SENTIMENT_WARMUP": "false",  # not what these tests are about; keeps start-up quick
-            "SENTIMENT_TORCH_THREADS": "1",
-            **env,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("server not ready")
-
-
+@pytest.mark.slow
 async def test_sigterm_turns_ready_off_refuses_work_then_exits(small_artifact: Path) -> None:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = _uvicorn(small_artifact, port, SENTIMENT_DRAIN_DELAY_S="3")
-    try:
-        await asyncio.to_thread(_wait_ready, url, proc)
-        async with httpx.AsyncClient(base_url=url) as client:
+    with uvicorn_server(small_artifact, SENTIMENT_DRAIN_DELAY_S="3") as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
             assert (await client.post("/predict", json={"text": "good"})).status_code == 200
-            proc.send_signal(signal.SIGTERM)
+            server.proc.send_signal(signal.SIGTERM)
             for _ in range(100):  # the signal arrives asynchronously
                 r = await client.get("/ready")
                 if r.status_code != 200:
@@ -523,14 +403,10 @@ async def test_sigterm_turns_ready_off_refuses_work_then_exits(small_artifact: P
                 await asyncio.sleep(0.02)
             assert r.status_code == 503 and r.json()["status"] == "draining"
             assert_error(await client.post("/predict", json={"text": "late"}), 503, "shutting_down")
-        out, _ = await asyncio.to_thread(proc.communicate, None, 60)
+        code = await asyncio.to_thread(server.proc.wait, 60)
         # uvicorn re-raises the signal after a clean shutdown, so the exit status is "killed by SIGTERM"
-        assert proc.returncode in (0, -signal.SIGTERM)
-        assert b"Application shutdown complete" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert code in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.output()
 
 
 # --- start-up checks ------------------------------------------------------------------------------
@@ -547,18 +423,15 @@ def corrupt_artifact(small_artifact: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 async def test_corrupt_artifact_stops_start_up_naming_the_file(corrupt_artifact: Path) -> None:
     app = create_app(Settings(model_dir=corrupt_artifact))
     with pytest.raises(ArtifactError, match=r"model\.pt.*sha256"):
         async with app.router.lifespan_context(app):
             pass
     # and through uvicorn: the process exits with the file named, never serving
-    proc = _uvicorn(corrupt_artifact, _free_port())
-    out, _ = await asyncio.to_thread(proc.communicate, None, 60)
-    assert proc.returncode != 0
-    text = out.decode()
+    text = await asyncio.to_thread(failed_start_up, corrupt_artifact)
     assert str(corrupt_artifact / "model.pt") in text and "does not match" in text
-    assert "Application startup failed" in text
 
 
 async def test_missing_artifact_stops_start_up(tmp_path: Path) -> None:

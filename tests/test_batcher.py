@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.batcher import Batcher, split_by_length
+from core.batcher import Batcher, Job, split_by_length
 from core.engine import make_infer
 from core.errors import BatchFailed, Overloaded, ShuttingDown
 from core.metrics import Metrics
@@ -45,10 +45,20 @@ def texts(*first_ids: int, length: int = 3) -> list[list[int]]:
     return [[i] + [7] * (length - 1) for i in first_ids]
 
 
-async def started(model: FakeModel, **kwargs: object) -> Batcher:
-    b = Batcher(model, metrics=Metrics(), **kwargs)  # type: ignore[arg-type]
+async def started(model: FakeModel, metrics: Metrics | None = None, **kwargs: object) -> Batcher:
+    b = Batcher(model, metrics=Metrics() if metrics is None else metrics, **kwargs)  # type: ignore[arg-type]
     b.start()
     return b
+
+
+async def held(model: FakeModel, first: list[list[int]], **kwargs: object) -> tuple[Batcher, Job]:
+    """A started batcher whose worker has taken `first` into the model and is held there (the model's
+    gate is closed) until the test calls model.gate.set()."""
+    model.gate.clear()
+    batcher = await started(model, **kwargs)
+    job = batcher.submit(first)
+    await asyncio.sleep(0.01)  # taken by the worker: no longer counts as queued
+    return batcher, job
 
 
 async def test_lone_request_runs_at_once() -> None:
@@ -111,10 +121,7 @@ async def test_request_spanning_batches_is_reassembled_in_order() -> None:
 
 async def test_token_budget_limits_a_batch() -> None:
     model = FakeModel()
-    model.gate.clear()
-    batcher = await started(model, max_batch_size=64, max_batch_tokens=40)
-    first = batcher.submit(texts(0))
-    await asyncio.sleep(0.01)
+    batcher, first = await held(model, texts(0), max_batch_size=64, max_batch_tokens=40)
     jobs = [batcher.submit(texts(i, length=10)) for i in range(1, 9)]  # 8 texts x 10 tokens
     model.gate.set()
     await asyncio.gather(first.future, *(j.future for j in jobs))
@@ -124,10 +131,7 @@ async def test_token_budget_limits_a_batch() -> None:
 
 async def test_queue_full_is_refused_at_once_all_or_nothing() -> None:
     model = FakeModel()
-    model.gate.clear()
-    batcher = await started(model, max_queue_texts=4)
-    running = batcher.submit(texts(0))
-    await asyncio.sleep(0.01)  # taken by the worker: no longer counts as queued
+    batcher, running = await held(model, texts(0), max_queue_texts=4)
     queued = batcher.submit(texts(1, 2, 3))
     with pytest.raises(Overloaded):
         batcher.submit(texts(4, 5))  # 3 + 2 > 4: nothing of it is queued
@@ -142,13 +146,8 @@ async def test_queue_full_is_refused_at_once_all_or_nothing() -> None:
 
 
 async def test_dropped_request_never_reaches_the_model_and_frees_the_queue() -> None:
-    model = FakeModel()
-    model.gate.clear()
-    metrics = Metrics()
-    batcher = Batcher(model, max_queue_texts=4, metrics=metrics)
-    batcher.start()
-    running = batcher.submit(texts(0))
-    await asyncio.sleep(0.01)
+    model, metrics = FakeModel(), Metrics()
+    batcher, running = await held(model, texts(0), max_queue_texts=4, metrics=metrics)
     gone = batcher.submit(texts(1, 2, 3))
     assert batcher.queued_texts == 3
     gone.drop()  # client disconnected or timed out
@@ -164,10 +163,7 @@ async def test_dropped_request_never_reaches_the_model_and_frees_the_queue() -> 
 
 async def test_cancelled_waiter_drops_its_texts() -> None:
     model = FakeModel()
-    model.gate.clear()
-    batcher = await started(model)
-    running = batcher.submit(texts(0))
-    await asyncio.sleep(0.01)
+    batcher, running = await held(model, texts(0))
     job = batcher.submit(texts(1))
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
@@ -180,13 +176,8 @@ async def test_cancelled_waiter_drops_its_texts() -> None:
 
 
 async def test_failing_batch_fails_only_its_own_requests() -> None:
-    model = FakeModel(fail_on=99)
-    model.gate.clear()
-    metrics = Metrics()
-    batcher = Batcher(model, max_batch_size=2, metrics=metrics)
-    batcher.start()
-    before = batcher.submit(texts(1))
-    await asyncio.sleep(0.01)
+    model, metrics = FakeModel(fail_on=99), Metrics()
+    batcher, before = await held(model, texts(1), max_batch_size=2, metrics=metrics)
     bad = batcher.submit(texts(99))
     neighbour = batcher.submit(texts(2))  # same batch as the bad text: fails with it
     after = batcher.submit(texts(3))  # next batch
@@ -267,10 +258,8 @@ async def test_a_short_request_behind_huge_ones_is_in_the_next_batch() -> None:
     """Fair sharing: two requests with many more texts than a batch holds are queued first; a one-text
     request arriving after them is scored in the very next batch, not after all of their texts."""
     model = FakeModel()
-    model.gate.clear()
-    batcher = await started(model, max_batch_size=8, max_batch_tokens=8 * 3)
-    first = batcher.submit(texts(*range(100, 164)))  # 64 texts: 8 batches' worth
-    await asyncio.sleep(0.01)  # its first batch is computing now
+    # 64 texts, 8 batches' worth: the first batch is computing now
+    batcher, first = await held(model, texts(*range(100, 164)), max_batch_size=8, max_batch_tokens=8 * 3)
     second = batcher.submit(texts(*range(200, 264)))
     short = batcher.submit(texts(1))
     model.gate.set()
@@ -286,10 +275,7 @@ async def test_a_short_request_behind_huge_ones_is_in_the_next_batch() -> None:
 
 async def test_big_requests_cannot_fill_the_room_of_small_ones() -> None:
     model = FakeModel()
-    model.gate.clear()
-    batcher = await started(model, max_batch_size=4, max_queue_texts=8)
-    running = batcher.submit(texts(0))
-    await asyncio.sleep(0.01)
+    batcher, running = await held(model, texts(0), max_batch_size=4, max_queue_texts=8)
     big = batcher.submit(texts(*range(10, 18)))  # 8 texts > one batch: the bulk lane, now full
     with pytest.raises(Overloaded, match="SENTIMENT_MAX_BULK_QUEUE_TEXTS=8"):
         batcher.submit(texts(*range(20, 25)))
@@ -303,10 +289,7 @@ async def test_big_requests_cannot_fill_the_room_of_small_ones() -> None:
 
 async def test_bulk_work_progresses_under_a_flood_of_small_requests() -> None:
     model = FakeModel()
-    model.gate.clear()
-    batcher = await started(model, max_batch_size=8)
-    running = batcher.submit(texts(0))
-    await asyncio.sleep(0.01)
+    batcher, running = await held(model, texts(0), max_batch_size=8)
     big = batcher.submit(texts(*range(100, 120)))
     small = [batcher.submit(texts(i)) for i in range(1, 41)]  # 5 batches of small texts
     model.gate.set()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import SMALL_TRAIN_ARGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +31,7 @@ def run(cmd: list[str], out: Path, name: str) -> dict:
     return json.loads((out / name / "meta.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path: Path, data_mirror: Path):
     single = run([sys.executable, "-m", "training"], tmp_path / "single", "one")
     ddp = run(

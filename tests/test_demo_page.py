@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from test_api import _free_port, _uvicorn, _wait_ready, serve
+
+from tests.helpers import serve, uvicorn_server
 
 KEY = "demo-key-0123456789"
 
@@ -88,16 +88,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def server(small_artifact: Path) -> Iterator[str]:
-    port = _free_port()
-    proc = _uvicorn(small_artifact, port, SENTIMENT_API_KEY=KEY)
-    threading.Thread(target=lambda: proc.stdout and proc.stdout.read(), daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with uvicorn_server(small_artifact, SENTIMENT_API_KEY=KEY) as running:
+        yield running.url
 
 
 def _analyse(driver: Any, *, expect: str) -> None:

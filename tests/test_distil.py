@@ -65,6 +65,7 @@ def distilled(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return out, cache, tiny_teacher
 
 
+@pytest.mark.slow
 def test_distilled_artifact_records_teacher_and_transfer_set(distilled):
     out, _, tiny = distilled
     meta = json.loads((out / "first/meta.json").read_text())
@@ -84,6 +85,7 @@ def test_distilled_artifact_records_teacher_and_transfer_set(distilled):
     assert load_artifact(out / "first").model.embedding.weight.dtype == torch.float16
 
 
+@pytest.mark.slow
 def test_three_class_distillation_end_to_end(tiny_teacher: Path, tmp_path: Path):
     """The general mixture (SST-3 phrases and tweets): a three-way teacher head on a two-label
     checkpoint, three-class teacher logits, a three-class student; every evaluation set reported."""
@@ -107,6 +109,7 @@ def test_three_class_distillation_end_to_end(tiny_teacher: Path, tmp_path: Path)
     assert "Prior correction: power" in (tmp_path / "out/three/MODEL_CARD.md").read_text()
 
 
+@pytest.mark.slow
 def test_cached_stages_are_reused(distilled, monkeypatch):
     out, cache, tiny = distilled
 
@@ -131,6 +134,7 @@ def test_cached_stages_are_reused(distilled, monkeypatch):
     assert c["transfer_set"]["size"] == a["transfer_set"]["size"] - 300
 
 
+@pytest.mark.slow
 def test_teacher_ensemble_distils_the_mean_of_its_members(distilled, monkeypatch):
     out, cache, tiny = distilled
     real_fine_tune, tuned = teacher.fine_tune, []
@@ -153,6 +157,7 @@ def test_teacher_ensemble_distils_the_mean_of_its_members(distilled, monkeypatch
     assert "mean logits of 2 such teachers" in (out / "ensemble/MODEL_CARD.md").read_text()
 
 
+@pytest.mark.slow
 def test_corrupt_cached_stage_is_refused_naming_the_file(distilled, tmp_path, capsys):
     _, cache, tiny = distilled
     broken = tmp_path / "cache"
@@ -170,6 +175,7 @@ def test_corrupt_cached_stage_is_refused_naming_the_file(distilled, tmp_path, ca
     assert not (tmp_path / "out" / "third").exists()
 
 
+@pytest.mark.slow
 def test_student_moves_towards_the_teacher_logits(distilled, monkeypatch):
     out, cache, tiny = distilled
     from training.student import predict_logits, student_stage
@@ -276,6 +282,7 @@ def test_embedding_learning_rate_follows_the_embedding_kind():
     assert parse_config(["--embeddings", "random", "--embed-lr", "0"]).effective_embed_lr() == 0
 
 
+@pytest.mark.slow
 def test_help_groups_flags_by_stage_and_shows_presets():
     env = {**os.environ, "COLUMNS": "400"}  # no line wrapping inside a flag
     out = subprocess.run([sys.executable, "-m", "training", "--help"], capture_output=True, text=True,

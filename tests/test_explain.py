@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_api import ModelProbe, assert_error, serve
 
 from core import explain, long_text
 from core.batcher import InferFn
 from model.alignment import pieces, repair_offsets
 from model.artifact import Artifact, load_artifact
 from model.tokenizer import UNK_ID
+from tests.helpers import ModelProbe, assert_error, serve
 
 pytestmark = pytest.mark.asyncio
 

@@ -17,21 +17,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_api import (
-    NEGATIVE,
-    POSITIVE,
-    ModelProbe,
-    _free_port,
-    _uvicorn,
-    _wait_ready,
-    assert_error,
-    metric,
-    serve,
-)
 
 from app.main import create_app
 from app.settings import Settings
 from model.artifact import ArtifactError, load_artifact, sha256_file
+from tests.helpers import (
+    NEGATIVE,
+    POSITIVE,
+    ModelProbe,
+    assert_error,
+    failed_start_up,
+    metric,
+    serve,
+    uvicorn_server,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -80,6 +79,7 @@ FAULTS: dict[str, Callable[[Path], tuple[str, str]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_artifact_fault_stops_start_up_naming_file_and_problem(
     small_artifact: Path, tmp_path: Path, fault: str
@@ -103,12 +103,8 @@ async def test_artifact_fault_stops_start_up_naming_file_and_problem(
     assert not app.state.engine.ready
 
     # and through uvicorn: the process exits with the file and the problem named, never serving
-    proc = _uvicorn(copy, _free_port())
-    out, _ = await asyncio.to_thread(proc.communicate, None, 90)
-    text = out.decode(errors="replace")
-    assert proc.returncode != 0, text
+    text = await asyncio.to_thread(failed_start_up, copy)
     assert expected in text and problem in text, text
-    assert "Application startup failed" in text
 
 
 # --- clients that go away -------------------------------------------------------------------------
@@ -127,17 +123,13 @@ def _post_and_vanish(port: int, body: bytes, *, partial: bool) -> None:
     # closed: the server sees http.disconnect while the texts wait or run
 
 
+@pytest.mark.slow
 async def test_queue_depth_returns_to_zero_after_a_burst_of_disconnecting_clients(
     small_artifact: Path,
 ) -> None:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     # Small batches, so most of the burst is still queued when its clients leave.
-    proc = _uvicorn(small_artifact, port, SENTIMENT_MAX_BATCH_SIZE="8")
-    log: list[bytes] = []
-    threading.Thread(target=lambda: log.extend(proc.stdout or ()), daemon=True).start()
-    try:
-        await asyncio.to_thread(_wait_ready, url, proc)
+    with uvicorn_server(small_artifact, SENTIMENT_MAX_BATCH_SIZE="8") as server:
+        port, url = server.port, server.url
         words = "an engrossing , moving and beautifully acted story but a dull mess " * 40
         body = json.dumps({"texts": [f"{i} {words}" for i in range(64)]}).encode()
         threads = [
@@ -175,10 +167,7 @@ async def test_queue_depth_returns_to_zero_after_a_burst_of_disconnecting_client
             r = await client.post("/predict", json={"text": "a great film ."})
             assert r.status_code == 200
             assert metric((await client.get("/metrics")).text, "sentiment_queue_depth") == 0
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    assert b"Traceback" not in b"".join(log), b"".join(log).decode(errors="replace")[-3000:]
+    assert "Traceback" not in server.output(), server.output()[-3000:]
 
 
 # --- overload, shutdown under load, trickling clients ----------------------------------------------
@@ -209,13 +198,15 @@ async def test_full_queue_refuses_before_reading_the_body(small_artifact: Path) 
         assert_error(await client.post("/predict", **malformed), 422, "validation_error")
 
 
+@pytest.mark.slow
 async def test_sigterm_under_load_answers_admitted_requests_and_refuses_the_rest(
     small_artifact: Path, tmp_path: Path
 ) -> None:
     """64 busy clients, then SIGTERM to `python -m app`: every request the server had admitted gets
     200, later ones a clean refusal, none is cut or left hanging, and the process exits within the
     grace (scripts/sigterm_under_load.py is the long version, on the default model)."""
-    from bench.loadgen import predict_request, start_server
+    from bench.http_client import predict_request
+    from bench.servers import start_server
     from scripts.sigterm_under_load import judge, run
 
     requests = [(predict_request([t]), 1) for t in POSITIVE + NEGATIVE]
@@ -230,14 +221,18 @@ async def test_sigterm_under_load_answers_admitted_requests_and_refuses_the_rest
     assert all(c["pass"] for c in checks), [c for c in checks if not c["pass"]]
 
 
+@pytest.mark.slow
 async def test_trickling_clients_queue_nothing_and_leave_nothing_behind(
     small_artifact: Path, tmp_path: Path
 ) -> None:
     """Slowloris-style clients (a byte every 0.2 s, in the headers or in the body) hold connections
     but no queue entries; the others are served meanwhile; the ones that finish get 200, and once
     all are done the server holds no extra socket and logged no traceback."""
-    from bench.loadgen import predict_request, scrape, start_server
-    from scripts.client_faults import open_sockets, trickler
+    from bench.http_client import predict_request
+    from bench.metrics import scrape
+    from bench.procstats import open_sockets
+    from bench.servers import start_server
+    from scripts.client_faults import trickler
 
     env = {"SENTIMENT_WARMUP": "false", "SENTIMENT_ACCESS_LOG": "false"}
     server = await asyncio.to_thread(start_server, small_artifact, tmp_path / "server.log", env=env)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,12 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from pydantic import ValidationError
 from schemathesis import GenerationMode
-from test_api import _free_port, _uvicorn, _wait_ready
 
 from app.main import create_app
 from app.openapi import NOT_ONLY_WHITESPACE
 from app.schemas import PredictRequest
 from app.settings import Settings
+from tests.helpers import uvicorn_server
 
 # Per operation and mode; operations without inputs (the GETs) exhaust their input space at once.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "550"))
@@ -73,21 +72,12 @@ def fuzz(base_url: str) -> Counter[tuple[str, int]]:
 
 @pytest.mark.slow
 def test_fuzz_every_operation_from_the_openapi_schema(small_artifact: Path) -> None:
-    port = _free_port()
     # Default limits: the fuzzer exercises the configured ones that the schema documents.
-    proc = _uvicorn(small_artifact, port)
-    log: list[bytes] = []
-    # Drain the server's output: a full pipe would block its logging and so every request.
-    threading.Thread(target=lambda: log.extend(proc.stdout or ()), daemon=True).start()
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}", proc)
-        seen = fuzz(f"http://127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with uvicorn_server(small_artifact) as server:
+        seen = fuzz(server.url)
     total = sum(seen.values())
     print(f"fuzz: seed {SEED}, {total} requests; by operation and status: {dict(sorted(seen.items()))}")
-    assert b"Traceback" not in b"".join(log), b"".join(log).decode(errors="replace")[-3000:]
+    assert "Traceback" not in server.output(), server.output()[-3000:]
     assert total >= MIN_REQUESTS, seen
     assert not [k for k in seen if k[1] >= 500], seen
 

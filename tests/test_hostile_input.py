@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from test_api import _free_port, _uvicorn, _wait_ready, assert_error, serve
+
+from tests.helpers import assert_error, serve, uvicorn_server
 
 pytestmark = pytest.mark.asyncio
 
@@ -114,11 +115,10 @@ def _send_and_read(port: int, head: bytes, body_parts: list[bytes], timeout: flo
         return data, time.perf_counter() - start
 
 
+@pytest.mark.slow
 async def test_oversized_bodies_get_413_before_being_read(small_artifact: Path) -> None:
-    port = _free_port()
-    proc = _uvicorn(small_artifact, port)
-    try:
-        await asyncio.to_thread(_wait_ready, f"http://127.0.0.1:{port}", proc)
+    with uvicorn_server(small_artifact) as server:
+        port = server.port
         # A 1 TB Content-Length with 20 bytes sent: the answer must come at once, from the header alone.
         head = (
             b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
@@ -142,6 +142,3 @@ async def test_oversized_bodies_get_413_before_being_read(small_artifact: Path) 
         # the server is still healthy afterwards
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.post("/predict", json={"text": "fine"})).status_code == 200
-    finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 30)

@@ -11,10 +11,8 @@ from model.artifact import load_artifact
 from model.labels import BINARY, FIVE, THREE, UNKNOWN, polarity, polarity_weights
 from model.readability import Readability
 from model.tokenizer import token_ids
-from tests.test_api import serve
+from tests.helpers import serve
 from training.cli import main as train_main
-
-pytestmark = pytest.mark.slow
 
 TINY = ["--max-train-examples", "4000", "--epochs", "1", "--embeddings", "random", "--embed-dim", "32",
         "--hidden-dim", "32", "--ngram-buckets", "4096", "--ngram-epochs", "1", "--threads", "1",
@@ -36,6 +34,7 @@ def test_polarity_weights_by_label_set():
     assert polarity([0.1, 0.2, 0.7], [-1.0, 0.0, 1.0]) == pytest.approx(0.6)
 
 
+@pytest.mark.slow
 def test_a_five_class_artifact_records_its_labels_and_metrics(five_class: Path):
     artifact = load_artifact(five_class)
     assert artifact.labels == list(FIVE)
@@ -47,6 +46,7 @@ def test_a_five_class_artifact_records_its_labels_and_metrics(five_class: Path):
     assert "/work/" not in (five_class / "meta.json").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_a_five_class_model_is_served_with_its_labels(five_class: Path):
     async with serve(five_class) as (_, client):

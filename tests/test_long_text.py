@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_api import ModelProbe, assert_error, serve
 
 from core.long_text import AGGREGATION, aggregate, full_stream, layout, sentence_bounds
 from model.artifact import Artifact, load_artifact
+from tests.helpers import ModelProbe, assert_error, serve
 
 pytestmark = pytest.mark.asyncio
 MIXED = "The acting is superb. The plot is a mess."

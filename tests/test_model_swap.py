@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import torch
-from test_api import assert_error, metric, serve
 
 from core.batcher import Batcher
 from model.artifact import Artifact, ArtifactError, load_artifact, sha256_file
+from tests.helpers import assert_error, metric, serve
 
 KEY = "admin-key-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_api import serve
+from tests.helpers import serve
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

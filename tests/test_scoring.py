@@ -22,6 +22,7 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
+from bench.procstats import children_by_parent
 from scoring import formats
 from scoring.cli import main
 from scoring.columns import prediction_of, result_columns
@@ -305,7 +306,7 @@ def test_killed_run_resumes_with_no_row_lost_or_written_twice(
         time.sleep(0.02)
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
             committed = json.loads(journal.read_text())["records"]
-    workers = _children(proc.pid)
+    workers = children_by_parent().get(proc.pid, [])
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 0 < committed < len(texts), "the run was not killed midway"
@@ -327,19 +328,6 @@ def test_killed_run_resumes_with_no_row_lost_or_written_twice(
     assert [r["id"] for r in rows] == expected  # every row once, in order
     assert _errors(out.with_name(out.name + ".errors.jsonl"))[0]["reason"].startswith("empty_text")
     assert not journal.exists()
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
 
 
 def test_resume_refuses_another_input_or_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

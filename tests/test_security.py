@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from test_api import assert_error, serve
 
 from app.settings import Settings
+from tests.helpers import assert_error, serve
 
 KEY = "s3cret-key-for-tests"
 OPS = ("/health", "/ready", "/info", "/metrics")
@@ -176,7 +176,7 @@ _LEAKS = re.compile(r"Traceback|File \"|/work/|/tmp/|/home/|/root/|site-packages
 
 @pytest.mark.asyncio
 async def test_error_bodies_never_contain_tracebacks_or_paths(small_artifact: Path) -> None:
-    from test_api import ModelProbe
+    from tests.helpers import ModelProbe
 
     probe = ModelProbe(fail_marker="boom marker text")
     async with serve(small_artifact, probe, api_key=KEY, max_body_bytes=2000) as (_, client):

@@ -39,6 +39,7 @@ def a_value_other_than(name: str, default: object, choices: tuple | None) -> obj
     return "x.csv" if name.endswith("_file") else "some-text"
 
 
+@pytest.mark.slow
 def test_help_explains_every_flag_and_each_lands_in_the_config():
     out = subprocess.run(
         [sys.executable, "-m", "training", "--help"], capture_output=True, text=True, cwd=REPO, check=True
@@ -109,6 +110,7 @@ def test_small_run_learns_and_exports_a_complete_artifact(small_artifact: Path, 
     assert "Warning" not in card
 
 
+@pytest.mark.slow
 def test_artifact_scores_real_sentences_in_a_fresh_process(small_artifact: Path):
     code = (
         "import sys, json; from model.artifact import load_artifact\n"
@@ -172,6 +174,7 @@ def test_bad_training_file_fails_with_file_and_line(tmp_path: Path, capsys):
     assert not any((tmp_path / "out").iterdir()), "no half-written artifact may remain"
 
 
+@pytest.mark.slow
 def test_user_files_train_end_to_end(tmp_path: Path, data_mirror: Path):
     # a CSV with string labels and custom column names, built from real SST sentences
     for src, dst, n in (("train.tsv", "train.csv", 800), ("dev.tsv", "dev.csv", 300)):
@@ -219,6 +222,7 @@ def test_user_files_train_end_to_end(tmp_path: Path, data_mirror: Path):
     assert meta["dataset"]["splits"]["train"]["n"] + meta["dataset"]["splits"]["val"]["n"] == 800
 
 
+@pytest.mark.slow
 def test_ngram_bag_learns_real_reviews_and_its_weight_follows_its_use(data_mirror: Path):
     from model.network import NetworkConfig, SentimentLSTM
     from model.tokenizer import token_ids, train_tokenizer
@@ -319,6 +323,7 @@ def test_majority_baseline_tells_a_constant_answer_from_a_real_lead():
     assert check["label"] == 2 and check["accuracy"] == 0.6 and check["answered_majority"] == 0.0
 
 
+@pytest.mark.slow
 def test_small_user_file_gets_a_small_model_and_a_warning(tmp_path: Path, data_mirror: Path):
     # the new user's case: 300 real SST-2 sentences as a CSV, every default
     rows = (data_mirror / "sst2/sentences/train.tsv").read_text(encoding="utf-8").splitlines()[1:301]

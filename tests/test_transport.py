@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.loadgen import REPO, Server, start_server
+from bench import REPO
+from bench.servers import Server, start_server
 
 LIMITS = {
     "SENTIMENT_WARMUP": "false",
@@ -62,6 +63,7 @@ def _health(port: int) -> float:
     return time.perf_counter() - t0
 
 
+@pytest.mark.slow
 def test_a_1_mb_header_is_refused_fast(server: Server) -> None:
     sock = _connect(server.port)
     t0 = time.perf_counter()
@@ -81,6 +83,7 @@ def test_a_1_mb_header_is_refused_fast(server: Server) -> None:
     assert _health(server.port) < 1  # the server is fine
 
 
+@pytest.mark.slow
 def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(server: Server) -> None:
     sock = _connect(server.port)
     t0 = time.perf_counter()
@@ -90,6 +93,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(server:
     assert data.startswith(b"HTTP/1.1 408 ") and b"SENTIMENT_HEADER_TIMEOUT_S" in data, data
 
 
+@pytest.mark.slow
 def test_trickled_headers_and_body_are_cut_at_their_timeouts(server: Server) -> None:
     head = sock = _connect(server.port)
     t0 = time.perf_counter()
@@ -118,6 +122,7 @@ def test_trickled_headers_and_body_are_cut_at_their_timeouts(server: Server) -> 
     assert _health(server.port) < 1
 
 
+@pytest.mark.slow
 def test_connections_beyond_the_cap_are_refused_and_the_server_keeps_answering(server: Server) -> None:
     idle = [_connect(server.port) for _ in range(24)]  # SENTIMENT_MAX_CONNECTIONS=24
     try:
@@ -134,6 +139,7 @@ def test_connections_beyond_the_cap_are_refused_and_the_server_keeps_answering(s
     assert _health(server.port) < 1  # room again once they are gone
 
 
+@pytest.mark.slow
 def test_a_bad_model_dir_is_a_422_and_the_connection_keeps_working(server: Server) -> None:
     """NUL or an over-long path part in /admin/reload's model_dir was a 500 that reset the keep-alive
     connection: now a 422, and the next request on the same connection is answered."""
