@@ -7,7 +7,8 @@ Datasets (built once under --data-dir):
 Ways to score them:
   limit      the in-process limit: the service's batch path (tokenize and plan, batches of 64 pieces in
              arrival order, each sorted and split as the batcher does, forward, combine chunks), one
-             torch thread, no I/O; shown × the cores
+             thread, the backend the service takes by default (SENTIMENT_BACKEND, auto: ONNX Runtime),
+             no I/O; shown × the cores
   score-wN   `python -m scoring FILE --workers N` (wall time from launch to exit, start-up included)
   ray        `python -m scoring FILE --engine ray --workers 2`: Ray Data, 2 scoring actors (a local Ray)
   http       the service as the Dockerfile runs it (one worker, one torch thread) and a 64-connection
@@ -210,10 +211,13 @@ def inner_limit(path: Path, sample: int, seconds: float) -> None:
     from core.batcher import Batcher
     from core.engine import make_infer
     from model.artifact import load_artifact
+    from model.backends import load_runner
 
     torch.set_num_threads(1)
     artifact = load_artifact(MODEL)
-    batcher = Batcher(make_infer(artifact))
+    # The backend the service and the score command take by default (SENTIMENT_BACKEND, auto).
+    runner = load_runner(artifact, os.environ.get("SENTIMENT_BACKEND", "auto"), threads=1)
+    batcher = Batcher(make_infer(runner))
     texts = read_texts(path, sample)
 
     def run(batch: list[str]) -> None:

@@ -89,6 +89,11 @@ def parser() -> argparse.ArgumentParser:
     speed.add_argument("--workers", type=int, default=_cpus(),
                        help="worker processes, one torch thread each (default: the CPUs this process may "
                        "use, %(default)s; 0 scores in the main process)")  # fmt: skip
+    speed.add_argument("--backend", choices=("auto", "torchscript", "onnxruntime"),
+                       default=os.environ.get("SENTIMENT_BACKEND", _DEFAULTS["backend"].default),
+                       help="the model runtime, as the service's SENTIMENT_BACKEND (default: "
+                       "%(default)s; auto: ONNX Runtime when installed and it agrees with TorchScript at "
+                       "load)")  # fmt: skip
     speed.add_argument("--batch-size", type=int, default=_DEFAULTS["max_batch_size"].default,
                        help="texts per forward pass (default: %(default)s)")
     speed.add_argument("--window", type=int, default=1024,
@@ -124,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         if value < low:
             print(f"sentiment-score: {name} must be at least {low}", file=sys.stderr)
             return 2
-    config = ScorerConfig(args.model, args.long_text, args.max_chunks, args.max_chars, args.batch_size)
+    config = ScorerConfig(args.model, args.long_text, args.max_chunks, args.max_chars, args.batch_size,
+                          backend=args.backend)
     try:
         if args.engine == "ray":
             from scoring.ray_engine import run_ray

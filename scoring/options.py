@@ -17,6 +17,7 @@ class ScorerConfig:
     max_chars: int
     batch_size: int
     threads: int = 1
+    backend: Literal["auto", "torchscript", "onnxruntime"] = "auto"  # as SENTIMENT_BACKEND
 
 
 @dataclass(frozen=True)

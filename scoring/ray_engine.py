@@ -124,7 +124,8 @@ def run_ray(args: argparse.Namespace, config: ScorerConfig) -> list[str]:
     if local_out is not None and local_out.exists() and not args.overwrite:
         raise RunError(f"{out} exists (--overwrite replaces it)")
     model_dir = config.model_dir.resolve() if config.model_dir.exists() else config.model_dir
-    config = ScorerConfig(model_dir, config.long_text, config.max_chunks, config.max_chars, config.batch_size)
+    config = ScorerConfig(model_dir, config.long_text, config.max_chunks, config.max_chars, config.batch_size,
+                          backend=config.backend)
     started = not ray.is_initialized()
     if started:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not args.quiet}

@@ -41,7 +41,7 @@ class Scorer:
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         self.config = config
         self.artifact = load_artifact(config.model_dir)
-        runner = load_runner(self.artifact, "torchscript")
+        runner = load_runner(self.artifact, config.backend, config.threads)
         self.model = active_model(self.artifact, runner, make_infer(runner))
         self.labels = self.model.labels
 
