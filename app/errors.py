@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from app.fast_path import is_fast_path_endpoint
 from app.responses import OrjsonResponse
 from core.errors import (
     BatchFailed,
@@ -184,7 +185,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(
         422,
         "validation_error",
-        validation_message(errors, predict=request.url.path == "/predict"),
+        # /predict's hints for its route, whatever its prefix (its endpoint is the one with a fast path)
+        validation_message(errors, predict=is_fast_path_endpoint(request.scope.get("endpoint"))),
         request_id(request.scope),
         details=validation_details(errors),
     )
