@@ -386,7 +386,7 @@ class Limits(BaseModel):
     long_text: str = Field(description="default `long_text` mode: truncate or chunk", examples=["chunk"])
     max_chunks_per_text: int = Field(description="most chunks scored per text in chunk mode")
     max_explain_sequences: int = Field(
-        description="most sequences one explain request may cost (pieces plus explained tokens); more get 422"
+        description="most sequences one explain request may cost (one per explained token); more get 422"
     )
 
 
