@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.deps import ReadyEngineDep, SettingsDep, get_ready_engine, get_settings, ready_engine_of
+from app.deps import ReadyEngineDep, SettingsDep, engine_of, get_ready_engine, get_settings
 from app.fast_path import FastRoute, answer_error, fast_path
 from app.openapi import error_responses
 from app.schemas import BATCH_EXAMPLE, SINGLE_EXAMPLE, PredictRequest, PredictResponse, render_predictions
@@ -191,7 +191,6 @@ async def serve_fast(route: FastRoute, scope: Scope, receive: Receive, send: Sen
             content_length = value
         elif name == b"authorization":
             authorization = value
-    status, headers = 200, _JSON
     try:
         engine: Engine | None = state.engine
         if engine is not None:
@@ -204,31 +203,28 @@ async def serve_fast(route: FastRoute, scope: Scope, receive: Receive, send: Sen
                 raise refusal
         body = await _read_body(receive)
         if body is None:  # gone before the whole body arrived: nobody to answer (logged as 499)
-            await _send(send, 499, [], b"")
-            return
-        document = decode(body, content_type)
-        settings: Settings = state.settings
-        if route.depends_on(require_api_key):
-            check_api_key(settings, authorization)
-        engine = ready_engine_of(state)
-        if document is _NOTHING:
-            raise RequestValidationError([_MISSING])
-        request, errors = route.body_field.validate(document, {}, loc=("body",))
-        if errors:
-            raise RequestValidationError(errors)
-        out = await predict_texts(engine, settings, request, receive, scope["state"])
-        payload = orjson.dumps(render_predictions(out))
+            status, headers, payload = 499, [], b""
+        else:
+            document = decode(body, content_type)
+            settings: Settings = state.settings
+            if route.depends_on(require_api_key):
+                check_api_key(settings, authorization)
+            if engine is None:  # the dependency get_ready_engine: 503 until start-up has built it
+                engine = engine_of(state)
+            engine.check_ready()
+            if document is _NOTHING:
+                raise RequestValidationError([_MISSING])
+            request, errors = route.body_field.validate(document, {}, loc=("body",))
+            if errors:
+                raise RequestValidationError(errors)
+            out = await predict_texts(engine, settings, request, receive, scope["state"])
+            payload = orjson.dumps(render_predictions(out))
+            status, headers = 200, [*_JSON, (b"content-length", str(len(payload)).encode())]
     except Exception as e:  # answered as FastAPI's route answers it, by the app's exception handlers
         response = await answer_error(route, scope, e)
         status, headers, payload = response.status_code, response.raw_headers, bytes(response.body)
-        await _send(send, status, headers, payload)
-        return
-    await _send(send, status, [*headers, (b"content-length", str(len(payload)).encode())], payload)
-
-
-async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _int(value: bytes | None) -> int | None:
