@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from app.fast_path import is_fast_path_endpoint
 from app.responses import OrjsonResponse
 from core.errors import (
     BatchFailed,
@@ -136,15 +137,20 @@ _UNREADABLE_JSON = {
 _SEND = 'send a JSON object like {"text": "..."}'
 
 
-def json_invalid_message(error: str, loc: Sequence[Any] = ()) -> str:
-    """The message for a body that is not JSON: the parser's complaint with its position (line and
-    column when the parser gave them, else the character offset in `loc`), and what to send instead."""
+def json_invalid_message(error: str, loc: Sequence[Any] = (), body: Any = None) -> str:
+    """The message for a body that is not JSON: the parser's complaint with its position (the
+    character offset in `loc`, as line and column when the body is known), and what to send instead."""
     if error in _UNREADABLE_JSON:
         encoding = "UTF-8 encoded " if error == "UnicodeDecodeError" else ""
         return f"body is not valid JSON: {_UNREADABLE_JSON[error]}; {_SEND.replace('a ', 'a ' + encoding, 1)}"
     position = next((p for p in loc if isinstance(p, int)), None)
     if position is not None and "line" not in error:
-        error = f"{error} at character {position}"
+        if isinstance(body, (str, bytes)):
+            nl = "\n" if isinstance(body, str) else b"\n"
+            line, column = body.count(nl, 0, position) + 1, position - body.rfind(nl, 0, position)
+            error = f"{error}: line {line} column {column} (char {position})"  # as json.JSONDecodeError
+        else:
+            error = f"{error} (character {position})"
     return f"body is not valid JSON ({error}); {_SEND}"
 
 
@@ -163,7 +169,7 @@ def body_too_large_message(size: int | None, limit: int) -> str:
     )
 
 
-def validation_message(errors: Sequence[dict[str, Any]], predict: bool = True) -> str:
+def validation_message(errors: Sequence[dict[str, Any]], predict: bool = True, body: Any = None) -> str:
     """Turn pydantic/FastAPI errors into one sentence per problem that says what to fix. The hints
     about "text"/"texts" are for /predict only (`predict=False` elsewhere)."""
     parts = []
@@ -173,7 +179,7 @@ def validation_message(errors: Sequence[dict[str, Any]], predict: bool = True) -
         if not predict and kind != "json_invalid":
             parts.append(f"{_loc(loc)}: {msg}")
         elif kind == "json_invalid":
-            parts.append(json_invalid_message(str((e.get("ctx") or {}).get("error", msg)), loc))
+            parts.append(json_invalid_message(str((e.get("ctx") or {}).get("error", msg)), loc, body))
         elif loc == ("body",) and kind == "missing":
             parts.append(
                 'request body is missing; send JSON like {"text": "..."} or {"texts": ["...", "..."]}'
@@ -219,7 +225,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(
         422,
         "validation_error",
-        validation_message(errors, predict=request.url.path == "/predict"),
+        # /predict's hints for its route, whatever its prefix (its endpoint is the one with a fast path)
+        validation_message(
+            errors, predict=is_fast_path_endpoint(request.scope.get("endpoint")), body=exc.body
+        ),
         request_id(request.scope),
         details=validation_details(errors),
     )

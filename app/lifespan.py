@@ -69,8 +69,10 @@ def freeze_heap() -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    engine: Engine = app.state.engine
-    await engine.start()
+    # Built complete here (model loaded and warmed up, batcher running); until then app.state.engine is
+    # None and the routes answer 503 not_ready (app/deps.py).
+    engine = await Engine.start(app.state.settings, app.state.metrics, app.state.infer_wrapper)
+    app.state.engine = engine
     freeze_heap()
     restore_signals = _install_drain_signals(
         engine, app.state.settings.drain_delay_s, asyncio.get_running_loop()

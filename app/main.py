@@ -7,6 +7,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from app.errors import install_error_handlers
+from app.fast_path import fast_routes
 from app.lifespan import lifespan
 from app.logs import configure_logging
 from app.middleware import RequestMiddleware
@@ -15,7 +16,7 @@ from app.responses import OrjsonResponse
 from app.routes import admin, demo, docs, ops, predict
 from app.security import ApiKeyDep
 from app.settings import Settings
-from core.engine import Engine, InferWrapper
+from core.engine import InferWrapper
 from core.metrics import Metrics
 
 DESCRIPTION = """
@@ -32,21 +33,28 @@ Every error has the body `{"error": {"code", "message", "id"}}`; `message` says 
 
 class SentimentApi(FastAPI):
     """FastAPI with RequestMiddleware (and CORS, when configured) outside FastAPI's own middleware
-    stack rather than inside it: POST /predict, which RequestMiddleware answers itself, then skips
+    stack rather than inside it: the @fast_path routes (POST /predict), which RequestMiddleware hands to
+    their handlers, then skip
     ServerErrorMiddleware, the telemetry and body-limit layers too (each coroutine layer is resumed on
     every await of the request; bench/results/profile.md). Other routes go through the whole stack."""
 
-    def __init__(self, *args: object, settings: Settings, metrics: Metrics, **kwargs: object) -> None:
-        self._settings, self._metrics = settings, metrics
+    def __init__(
+        self, *args: object, settings: Settings, metrics: Metrics, fast_path: bool = True, **kwargs: object
+    ) -> None:
+        self._settings, self._metrics, self._fast_path = settings, metrics, fast_path
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def build_middleware_stack(self) -> ASGIApp:
+        """Built on the first ASGI call (the lifespan's start-up), once every router is included: the
+        fast paths are derived from the routes as declared then (FastPathError stops start-up)."""
         s = self._settings
+        routes = fast_routes(self.routes)  # checked even when off: a route must be servable both ways
         app: ASGIApp = RequestMiddleware(
             super().build_middleware_stack(),
             metrics=self._metrics,
             max_body_bytes=s.max_body_bytes,
             log_requests=s.access_log,
+            fast_routes=routes if self._fast_path else {},
         )
         if s.cors_origins:
             # Outermost, so every response (413 and 503 from RequestMiddleware included) carries the
@@ -62,13 +70,18 @@ class SentimentApi(FastAPI):
         return app
 
 
-def create_app(settings: Settings | None = None, *, infer_wrapper: InferWrapper | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, infer_wrapper: InferWrapper | None = None, fast_path: bool = True
+) -> FastAPI:
+    """The service. `infer_wrapper` wraps the model's inference function (tests inject faults with it);
+    `fast_path=False` serves every route through FastAPI (tests compare both paths' answers)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
     metrics = Metrics()
     app = SentimentApi(
         settings=settings,
         metrics=metrics,
+        fast_path=fast_path,
         title="Sentiment service",
         version="0.1.0",
         description=DESCRIPTION,
@@ -87,7 +100,9 @@ def create_app(settings: Settings | None = None, *, infer_wrapper: InferWrapper 
         ],
     )
     app.state.settings = settings
-    app.state.engine = Engine(settings, metrics, infer_wrapper)
+    app.state.metrics = metrics
+    app.state.infer_wrapper = infer_wrapper
+    app.state.engine = None  # built complete by the lifespan (app/lifespan.py): Engine.start
     install_error_handlers(app)
     # Authentication only where a key is configured: then the route declares the bearer scheme and
     # the 401 in OpenAPI, and the check runs before readiness and body validation.

@@ -1,7 +1,8 @@
 """One pure-ASGI middleware for the per-request bookkeeping (cheaper than BaseHTTPMiddleware):
 request id, the body-size limit, request metrics and the JSON access-log line. It wraps FastAPI's
-own middleware stack (app/main.py: SentimentApi) and hands every POST /predict straight to its ASGI
-endpoint (app/routes/predict.py), past FastAPI's middleware and routing."""
+own middleware stack (app/main.py: SentimentApi) and hands each request for a route declared with
+@fast_path (app/fast_path.py; POST /predict) straight to its handler, past FastAPI's middleware and
+routing."""
 
 from __future__ import annotations
 
@@ -10,23 +11,28 @@ import random
 import time
 from typing import Any
 
-from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import body_too_large_message, engine_error_response, error_body
-from app.routes.predict import endpoint as predict_endpoint
-from core.batcher import overloaded_message
-from core.engine import estimate_body_pieces
-from core.errors import Overloaded
+from app.errors import body_too_large_message, error_body
+from app.fast_path import FastRoute
 from core.metrics import Metrics
 
 access_log = logging.getLogger("app.access")
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, log_requests: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int,
+        log_requests: bool,
+        fast_routes: dict[tuple[str, str], FastRoute],
+    ) -> None:
         self.app = app
+        self.fast_routes = fast_routes  # (method, path) -> its fast handler (app/fast_path.py)
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.log_requests = log_requests
@@ -53,6 +59,7 @@ class RequestMiddleware:
         state["request_id"] = rid
         rid_header = (b"x-request-id", rid.encode())
         status = 500  # if the app raises before sending anything, ServerErrorMiddleware answers 500
+        fast = None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -67,16 +74,14 @@ class RequestMiddleware:
                 if too_large is not None:
                     await self._reject(too_large, rid, send_with_id)
                     return
-                if scope["method"] == "POST" and scope["path"] == "/predict":
-                    if (full := _queue_full(scope, content_length)) is not None:
-                        await self._shed(full, send_with_id)
-                    else:
-                        await predict_endpoint(scope, receive, send_with_id)
-                    return
+            fast = self.fast_routes.get((scope["method"], scope["path"]))
+            if fast is not None:
+                await fast.handler(fast, scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
-            route = scope.get("route")
+            route = fast or scope.get("route")  # a fast route's label is its declared path, prefix included
             label = route.path if route is not None else self._label(scope)
             self.metrics.observe_request(label, scope["method"], status, elapsed)
             if self.log_requests and access_log.isEnabledFor(logging.INFO):
@@ -144,13 +149,6 @@ class RequestMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    @staticmethod
-    async def _shed(response: Response, send: Send) -> None:
-        # The unread body is discarded by the server; the connection stays usable.
-        headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
-
     def _label(self, scope: Scope) -> str:
         """Label of a request answered before routing (413, shed 503) or unrouted (404): its path
         when a route matches it (all paths are static, so labels stay bounded), else "unmatched".
@@ -164,36 +162,3 @@ class RequestMiddleware:
             if len(self._routes) < 1000:  # a scan of random 404 paths must not grow it forever
                 self._routes[path] = known
         return path if known else "unmatched"
-
-
-def _queue_full(scope: Scope, content_length: bytes | None) -> Response | None:
-    """The 503 `overloaded` response when /predict cannot admit even one more text, or when the body
-    is so large that it will be bulk (core/batcher.py) and the bulk lane has no room for it, else None.
-
-    Shedding here, before the body is parsed, validated and tokenized, is what keeps overload
-    handling cheap: through the route a refusal cost ~0.45 ms of CPU, as much as the HTTP side of
-    serving a request, so at 10x capacity the event loop took 91% of the core, accepted requests
-    waited 15 s and throughput fell to 14%; here it costs ~0.07 ms (scripts/overload.py,
-    docs/RELIABILITY.md). Every request holds at least one text, so it would be refused anyway
-    (an invalid one gets its 4xx on the retry). A client resending 640 kB requests at once after each
-    503 cost ~4 ms of event loop per refusal when the body was read first (bench/results/heavy_clients.md)."""
-    state = getattr(scope.get("app"), "state", None)
-    engine = getattr(state, "engine", None)
-    batcher = getattr(engine, "batcher", None)
-    if batcher is None or not engine.ready:
-        return None
-    if batcher.full:
-        small = batcher.queued_texts - batcher.bulk_queued  # the lane of small requests is full
-        error = Overloaded(overloaded_message(small, batcher.max_queue_texts))
-    elif batcher.bulk_queued and content_length is not None and len(content_length) >= 4:  # >= 1,000 bytes
-        try:
-            size = int(content_length)
-        except ValueError:
-            return None
-        estimate = estimate_body_pieces(engine.settings, engine.active.artifact.max_length, size)
-        if not batcher.is_bulk(estimate) or batcher.bulk_room(estimate):
-            return None
-        error = Overloaded(overloaded_message(batcher.bulk_queued, batcher.max_bulk_texts, bulk=True))
-    else:
-        return None
-    return engine_error_response(error, scope["state"]["request_id"], state.settings.retry_after_s)

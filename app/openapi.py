@@ -168,9 +168,10 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
                 branch["items"].update(text_limits)
         # The serving model's labels (a reload cannot change them: core/model_swap.py), so clients
         # generated from the schema know them. Before the model is loaded the schema is not cached.
-        active = app.state.engine.active
-        if active is None:
+        engine = app.state.engine
+        if engine is None:
             return schema
+        active = engine.active
         models = schema["components"]["schemas"]
         models["Prediction"]["properties"]["label"]["enum"] = [*active.labels, UNKNOWN]
         models["SentenceScore"]["properties"]["label"]["enum"] = list(active.labels)

@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.engine import Prediction as PredictionResult
+from core.engine import Predictions
+
 # --- /predict -------------------------------------------------------------------------------------
 
 SINGLE_EXAMPLE = {"text": "A gorgeous, witty, seductive movie."}
@@ -238,6 +241,53 @@ class Prediction(BaseModel):
     )
 
 
+def render_predictions(result: Predictions) -> dict[str, Any]:
+    """The engine's results as the PredictResponse body, in plain dicts for orjson (no pydantic per
+    request; tests/test_engine.py checks the body against PredictResponse)."""
+    labels = result.model.labels
+    return {
+        "model": result.model.identity,
+        "predictions": [_prediction(p, labels) for p in result.predictions],
+    }
+
+
+def _prediction(p: PredictionResult, labels: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "label": p.label,
+        "score": p.score,
+        "polarity": p.polarity,
+        "probabilities": dict(zip(labels, p.probabilities, strict=True)),
+        "truncated": p.truncated,
+        "chunks": p.chunks,
+        "warnings": p.warnings,
+    }
+    if p.sentences is not None:
+        out["sentences"] = [
+            {
+                "text": s.text,
+                "start": s.start,
+                "end": s.end,
+                "label": s.label,
+                "score": s.score,
+                "polarity": s.polarity,
+                "probabilities": dict(zip(labels, s.probabilities, strict=True)),
+            }
+            for s in p.sentences
+        ]
+    if p.explanation is not None:
+        e = p.explanation
+        out["explanation"] = {
+            "method": e.method,
+            "target": labels[e.target],
+            "tokens": [
+                {"token": t.token, "start": t.start, "end": t.end, "score": t.score} for t in e.tokens
+            ],
+            "explained_tokens": len(e.tokens),
+            "total_tokens": e.total_tokens,
+        }
+    return out
+
+
 class PredictResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -336,7 +386,7 @@ class Limits(BaseModel):
     long_text: str = Field(description="default `long_text` mode: truncate or chunk", examples=["chunk"])
     max_chunks_per_text: int = Field(description="most chunks scored per text in chunk mode")
     max_explain_sequences: int = Field(
-        description="most sequences one explain request may cost (pieces plus explained tokens); more get 422"
+        description="most sequences one explain request may cost (one per explained token); more get 422"
     )
 
 

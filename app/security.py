@@ -41,16 +41,22 @@ def key_matches(settings: Settings, authorization: bytes | None) -> bool:
     return hmac.compare_digest(given, key.get_secret_value().encode("utf-8"))
 
 
+def check_api_key(settings: Settings, authorization: bytes | None) -> None:
+    """ApiError 401 unless the raw `Authorization` header value carries the configured key."""
+    if not key_matches(settings, authorization):
+        raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+
+
 async def require_api_key(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> None:
     """401 unless the request carries `Authorization: Bearer <the configured key>`. (`_credentials`
-    declares the bearer scheme in OpenAPI; the check reads the raw header, as POST /predict's.)"""
+    declares the bearer scheme in OpenAPI; the check reads the raw header, as POST /predict's fast
+    path does.)"""
     # Header values as sent: Starlette keeps the raw bytes in the scope.
     raw = next((v for k, v in request.scope["headers"] if k == b"authorization"), None)
-    if not key_matches(request.app.state.settings, raw):
-        raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+    check_api_key(request.app.state.settings, raw)
 
 
 ApiKeyDep = Depends(require_api_key)

@@ -36,15 +36,15 @@ DEFAULT_MODEL = Path.home() / ".cache/sentiment-service/peers-artifact/latest"
 
 # Request stage -> function names (innermost match wins), in the order of the request path.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("decode (JSON + pydantic-core)", ("parse", "validate", "loads", "model_validate", "_read_body")),
+    ("decode (JSON + pydantic-core)", ("decode", "validate", "loads", "model_validate", "_read_body")),
     ("tokenize + plan (core/long_text.py)", ("plan", "token_ids", "encode_batch", "layout")),
     ("limits + submit (core/engine.py, core/batcher.py submit)", ("submit", "check_limits", "check_ready")),
     ("batch worker on the loop (take, deliver, wake-ups)", ("_work", "_take", "_deliver", "_hold_open")),
     ("await (timeout, futures, disconnect watch)", ("_wait", "Timeout", "_watch_disconnect", "timeout")),
-    ("reassemble + render + encode", ("render", "reassemble", "result", "dumps")),
+    ("reassemble + render + encode", ("render_predictions", "predictions", "reassemble", "result", "dumps")),
     (
         "endpoint + middleware (id, metrics, access log)",
-        ("answer", "endpoint", "RequestMiddleware", "observe"),
+        ("serve_fast", "predict_texts", "refusal", "RequestMiddleware", "observe"),
     ),
     ("uvicorn HTTP (httptools parse, send, receive)", ("HttpToolsProtocol", "RequestResponseCycle")),
     ("asyncio event loop itself", ("Runner.run", "run_forever", "_run_once", "select")),

@@ -209,7 +209,8 @@ class Batcher:
         self._bulk_queued = 0
         # One thread: forward passes never overlap (torch already parallelises inside one).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._wakeup: asyncio.Event | None = None
+        # Bound to the running loop on first use (Python >= 3.10), so it can exist before start().
+        self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._accepting = False
         self._stopping = False
@@ -268,7 +269,6 @@ class Batcher:
 
     def start(self) -> None:
         """Start the worker; call from within the running event loop."""
-        self._wakeup = asyncio.Event()
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="batcher")
         self._accepting = True
 
@@ -288,7 +288,6 @@ class Batcher:
         self._queued = self._bulk_queued = 0
         self._stopping = True
         if self._worker is not None:
-            assert self._wakeup is not None
             self._wakeup.set()
             try:
                 await asyncio.wait_for(self._worker, timeout=max(0.0, deadline - time.monotonic()) + 5)
@@ -324,7 +323,7 @@ class Batcher:
             self._queued += n
         if self._metrics:
             self._metrics.queue_depth.set(self._queued + self._bulk_queued)
-        self._wakeup.set()  # type: ignore[union-attr]
+        self._wakeup.set()
         return job
 
     def _drop(self, job: Job) -> None:
@@ -344,7 +343,6 @@ class Batcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         wakeup = self._wakeup
-        assert wakeup is not None
         last_size, last_seconds = 0, 0.0
         while not self._stopping:
             if not self._queued and not self._bulk_queued:
@@ -391,7 +389,6 @@ class Batcher:
     async def _hold_open(self, deadline: float, target: int) -> None:
         """Wait until `target` texts are queued or the perf_counter `deadline` passes."""
         wakeup = self._wakeup
-        assert wakeup is not None
         while self._queued + self._bulk_queued < target:
             left = deadline - time.perf_counter()
             if left <= 0:

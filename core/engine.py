@@ -2,11 +2,13 @@
 place with no HTTP in it:
 
     plan (tokenize; chunks, sentences)  ->  submit (to the batch queue)  ->  await (the batch worker's
-    forward passes)  ->  reassemble (a text's pieces into its row)  ->  render (plain dicts)
+    forward passes)  ->  reassemble (a text's pieces into its row)  ->  results (`Prediction`s)
 
-`Engine.submit` runs the first two stages and returns a `Pending`; `await pending.result()` runs the
-rest. The HTTP layer (app/) decodes the request before, encodes the dicts after, and maps the
-exceptions of core/errors.py to statuses. Errors are raised, never answered, here."""
+`Engine.start` builds the engine complete (model loaded, batcher running), as text-embeddings-inference
+builds its `Infer`: nothing in it is unset. `Engine.submit` runs the first two stages and returns a
+`Pending`; `await pending.result()` runs the rest. The HTTP layer (app/) decodes the request before,
+renders the results after (app/schemas.py), and maps the exceptions of core/errors.py to statuses.
+Errors are raised, never answered, here."""
 
 from __future__ import annotations
 
@@ -57,6 +59,9 @@ def is_blank(text: str) -> bool:
     return not text.strip(BLANK)
 
 
+# What a request gets (NotReady, 503) while the model loads.
+NOT_LOADED = "the model is still loading; retry shortly"
+
 # Requests with more characters are planned in the planner thread (Engine.planned_in_thread): ~2 ms of
 # tokenizing and layout, against ~0.03 ms for one review-length text.
 PLAN_INLINE_CHARS = 8192
@@ -81,15 +86,42 @@ class ActiveModel:
 UNREADABLE = "unreadable"
 
 
-def label_fields(row: list[float], labels: list[str], weights: list[float] | None) -> dict[str, Any]:
-    """label, score, polarity and probabilities of one row of calibrated probabilities."""
-    best = max(range(len(row)), key=row.__getitem__)
-    return {
-        "label": labels[best],
-        "score": row[best],
-        "polarity": polarity(row, weights) if weights is not None else None,
-        "probabilities": dict(zip(labels, row, strict=True)),
-    }
+@dataclass(frozen=True, slots=True)
+class SentencePrediction:
+    """One sentence of a text scored on its own (`"sentences": true`)."""
+
+    text: str
+    start: int  # character offsets into the text
+    end: int
+    label: str
+    score: float
+    polarity: float | None
+    probabilities: list[float]  # in the order of the model's labels
+
+
+@dataclass(slots=True)
+class Prediction:
+    """One text's answer. `probabilities` are in the order of the model's labels; `score` and
+    `polarity` are None when the label is UNKNOWN (or, for polarity, when the labels are not
+    sentiment names). The HTTP layer renders it (app/schemas.py `render_predictions`)."""
+
+    label: str
+    score: float | None
+    polarity: float | None
+    probabilities: list[float]
+    truncated: bool
+    chunks: int
+    warnings: list[str]
+    sentences: list[SentencePrediction] | None = None
+    explanation: explain.Explanation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Predictions:
+    """A request's answer: one Prediction per text, in input order, and the model that scored them."""
+
+    model: ActiveModel
+    predictions: list[Prediction]
 
 
 def active_model(artifact: Artifact, runner: Runner, infer: InferFn) -> ActiveModel:
@@ -111,28 +143,43 @@ def readable_flags(model: ActiveModel, plan: long_text.Plan) -> list[bool]:
     return [readability.readable(ids[j] for j in t.chunk_pieces) for t in plan.texts]
 
 
+def _best(row: list[float]) -> int:
+    return max(range(len(row)), key=row.__getitem__)
+
+
+def sentence_predictions(
+    model: ActiveModel, result: long_text.TextResult, text: str
+) -> list[SentencePrediction]:
+    labels, weights = model.labels, model.polarity_weights
+    out = []
+    for start, end, row in result.sentences or ():
+        best = _best(row)
+        pol = polarity(row, weights) if weights is not None else None
+        out.append(SentencePrediction(text[start:end], start, end, labels[best], row[best], pol, row))
+    return out
+
+
 def predictions(
     model: ActiveModel,
-    rows: list[list[float]],
-    truncated: list[bool],
-    *,
-    chunks: list[int] | None = None,
-    extra: list[dict[str, Any]] | None = None,
-    readable: list[bool] | None = None,
-) -> list[dict[str, Any]]:
-    """One prediction per text, as /predict answers it (Engine.render; scoring/ for files)."""
+    results: Sequence[long_text.TextResult],
+    readable: Sequence[bool] | None = None,
+    texts: Sequence[str] | None = None,
+) -> list[Prediction]:
+    """One Prediction per text (`Pending.result`; scoring/ for files). `readable`: False for a text the
+    model cannot read (model/readability.py), which gets the label UNKNOWN and no score or polarity;
+    `texts`: given, the sentences the plan scored are added."""
     labels, weights = model.labels, model.polarity_weights
     preds = []
-    for i, (row, cut) in enumerate(zip(rows, truncated, strict=True)):
-        pred = label_fields(row, labels, weights)
-        pred["truncated"] = cut
-        pred["chunks"] = chunks[i] if chunks is not None else 1
+    for i, r in enumerate(results):
+        row = r.row
         if readable is not None and not readable[i]:
-            pred.update(label=UNKNOWN, score=None, polarity=None, warnings=[UNREADABLE])
+            pred = Prediction(UNKNOWN, None, None, row, r.truncated, r.chunks, [UNREADABLE])
         else:
-            pred["warnings"] = []
-        if extra is not None:
-            pred.update(extra[i])
+            best = _best(row)
+            pol = polarity(row, weights) if weights is not None else None
+            pred = Prediction(labels[best], row[best], pol, row, r.truncated, r.chunks, [])
+        if texts is not None and r.sentences is not None:
+            pred.sentences = sentence_predictions(model, r, texts[i])
         preds.append(pred)
     return preds
 
@@ -157,6 +204,8 @@ def text_problem(text: str, max_chars: int, limit_name: str) -> tuple[str, str] 
 
 
 class Phase(enum.StrEnum):
+    """What /ready reports. STARTING is the HTTP layer's (no engine yet); an engine is READY or DRAINING."""
+
     STARTING = "starting"
     READY = "ready"
     DRAINING = "draining"
@@ -172,20 +221,45 @@ class Options:
 
 
 class Engine:
-    """One per worker process: the phase (starting, ready, draining), the active model, the batcher
-    and the explain lane. The HTTP layer holds it in app.state and calls submit / check_ready."""
+    """One per worker process, built complete by `Engine.start` (or the constructor, from a loaded
+    model): the active model, the batcher, the explain lane and whether it is draining. The HTTP layer
+    holds it in app.state once start-up has built it, and calls submit / check_ready."""
 
     def __init__(
-        self, settings: EngineSettings, metrics: Metrics, infer_wrapper: InferWrapper | None = None
+        self,
+        settings: EngineSettings,
+        metrics: Metrics,
+        artifact: Artifact,
+        runner: Runner,
+        *,
+        infer_wrapper: InferWrapper | None = None,
+        torch_threads: int = 1,
     ) -> None:
+        """An engine serving `artifact` through `runner`; its batcher's worker starts with
+        `start_worker` (on the event loop). `Engine.start` does both, and the warm-up between."""
         self.settings = settings
         self.metrics = metrics
         self.infer_wrapper = infer_wrapper
-        self.phase = Phase.STARTING
-        self.batcher: Batcher | None = None
-        self.active: ActiveModel | None = None
+        self.torch_threads = torch_threads
+        self.phase = Phase.READY
+        infer = self.infer_for(artifact, runner)
+        self.batcher = Batcher(
+            infer,
+            max_batch_size=settings.max_batch_size,
+            max_batch_tokens=batch_tokens(settings, artifact),
+            max_wait_ms=settings.max_wait_ms,
+            coalesce=settings.coalesce_fraction,
+            max_queue_texts=settings.max_queue_texts,
+            max_bulk_texts=settings.max_bulk_queue_texts,
+            metrics=metrics,
+            split_pad_ratio=runner.split_pad_ratio,
+            split_min_size=runner.split_min_size,
+            # Only chunks and sentences make a request bulk: a request of plain texts never is.
+            bulk_above=max(settings.max_batch_size, settings.max_texts_per_request),
+        )
+        self.active = active_model(artifact, runner, infer)
+        metrics.model_info.labels(**self.active.identity).set(1)
         self.reload_lock = asyncio.Lock()  # one model reload at a time (core/model_swap.py)
-        self.torch_threads = 0
         # Admission of explain requests' occlusion sequences (core/explain.py): kept across model swaps.
         self.explain_lane = ExplainLane(settings.explain_queue_texts, settings.max_explain_backlog)
         # Plans large requests (`submit_in_thread`) one at a time, off the event loop.
@@ -195,81 +269,62 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self.phase is Phase.READY and self.batcher is not None and self.batcher.running
+        return self.phase is Phase.READY and self.batcher.running
 
     def begin_drain(self) -> bool:
         """Stop taking new work (/ready and /predict answer 503); True the first time."""
         if self.phase is Phase.DRAINING:
             return False
         self.phase = Phase.DRAINING
-        queued = self.batcher.queued_texts if self.batcher is not None else 0
-        fields = {"event": "drain", "queued_texts": queued}
+        fields = {"event": "drain", "queued_texts": self.batcher.queued_texts}
         log.info("draining: /ready is 503 and new requests are refused", extra={"fields": fields})
         return True
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    @classmethod
+    async def start(
+        cls, settings: EngineSettings, metrics: Metrics, infer_wrapper: InferWrapper | None = None
+    ) -> Engine:
         """Load the artifact (every checksum verified first: a missing or corrupt one raises
-        ArtifactError naming the file), warm up, start the batch worker; then the engine is ready."""
-        settings = self.settings
+        ArtifactError naming the file), build the engine, warm up, start the batch worker: the engine
+        returned is ready."""
         loop = asyncio.get_running_loop()
-        self.phase = Phase.STARTING
-        self.torch_threads = settings.resolved_torch_threads()
-        torch.set_num_threads(self.torch_threads)
+        threads = settings.resolved_torch_threads()
+        torch.set_num_threads(threads)
         try:
             allowed = model_allowlist(settings)
             artifact, runner = await loop.run_in_executor(
-                None, functools.partial(self.load, settings.model_dir, allowed=allowed)
+                None, functools.partial(load_model, settings, settings.model_dir, threads, allowed)
             )
         except (ArtifactError, BackendUnavailable) as e:
             log.critical("start-up failed: %s", e)
             raise
-        infer = self.infer_for(artifact, runner)
-        batcher = Batcher(
-            infer,
-            max_batch_size=settings.max_batch_size,
-            max_batch_tokens=batch_tokens(settings, artifact),
-            max_wait_ms=settings.max_wait_ms,
-            coalesce=settings.coalesce_fraction,
-            max_queue_texts=settings.max_queue_texts,
-            max_bulk_texts=settings.max_bulk_queue_texts,
-            metrics=self.metrics,
-            split_pad_ratio=runner.split_pad_ratio,
-            split_min_size=runner.split_min_size,
-            # Only chunks and sentences make a request bulk: a request of plain texts never is.
-            bulk_above=max(settings.max_batch_size, settings.max_texts_per_request),
-        )
+        engine = cls(settings, metrics, artifact, runner, infer_wrapper=infer_wrapper, torch_threads=threads)
         if settings.warmup:
-            seconds = await loop.run_in_executor(None, warm_up, batcher, artifact, settings)
+            seconds = await loop.run_in_executor(None, warm_up, engine.batcher, artifact, settings)
             log.info("warm-up done in %.2f s", seconds)
-        self.batcher = batcher
-        identity = self.activate(artifact, runner, infer).identity
-        batcher.start()
-        self.phase = Phase.READY
+        engine.batcher.start()
+        identity = engine.active.identity
         log.info(
             "ready: model %s %s from %s, backend %s (SENTIMENT_BACKEND=%s), %d threads, max batch %d",
             identity["name"], identity["version"], artifact.path, runner.name, settings.backend,
-            self.torch_threads, settings.max_batch_size,
+            threads, settings.max_batch_size,
         )  # fmt: skip
+        return engine
 
     async def close(self) -> None:
         """Refuse new work, let queued work finish for up to shutdown_grace_s, then stop."""
         self.begin_drain()
         t0 = time.perf_counter()
-        if self.batcher is not None:
-            await self.batcher.close(self.settings.shutdown_grace_s)
+        await self.batcher.close(self.settings.shutdown_grace_s)
         fields = {"event": "drained", "seconds": round(time.perf_counter() - t0, 3)}
         log.info("drained: queued work finished or failed; the worker stopped", extra={"fields": fields})
         self._planner.shutdown(wait=False, cancel_futures=True)
 
     def load(self, path: Path, allowed: frozenset[str] | None = None) -> tuple[Artifact, Runner]:
-        """Load and verify an artifact (its model.pt in `allowed` when given: SENTIMENT_MODEL_ALLOWLIST)
-        and prepare its backend (SENTIMENT_BACKEND); blocking, for a worker thread. Raises
-        ArtifactError, or BackendUnavailable when a requested backend is not installed."""
-        artifact = load_artifact(path, allowed=allowed)
-        backend: BackendChoice = self.settings.backend
-        return artifact, load_runner(artifact, backend, self.torch_threads or 1)
+        """`load_model` with this engine's settings and thread count (a model reload); blocking."""
+        return load_model(self.settings, path, self.torch_threads, allowed)
 
     def infer_for(self, artifact: Artifact, runner: Runner) -> InferFn:
         infer = make_infer(runner)
@@ -283,36 +338,35 @@ class Engine:
         old = self.active
         active = active_model(artifact, runner, infer)
         self.active = active
-        if self.batcher is not None:
-            self.batcher.max_batch_tokens = batch_tokens(self.settings, artifact)
-            self.batcher.split_pad_ratio = runner.split_pad_ratio
-            self.batcher.split_min_size = runner.split_min_size
-            self.batcher.set_infer(infer)
+        self.batcher.max_batch_tokens = batch_tokens(self.settings, artifact)
+        self.batcher.split_pad_ratio = runner.split_pad_ratio
+        self.batcher.split_min_size = runner.split_min_size
+        self.batcher.set_infer(infer)
         info = self.metrics.model_info
-        if old is not None and old.identity != active.identity:
+        if old.identity != active.identity:
             info.labels(**old.identity).set(0)  # multi-process mode keeps the last value written
             info.remove(*old.identity.values())
         info.labels(**active.identity).set(1)
         return active
 
-    def render(
-        self,
-        rows: list[list[float]],
-        truncated: list[bool],
-        *,
-        model: ActiveModel | None = None,
-        chunks: list[int] | None = None,
-        extra: list[dict[str, Any]] | None = None,
-        readable: list[bool] | None = None,
-    ) -> dict[str, Any]:
-        """The /predict body, built as plain dicts (orjson serialises them; no pydantic per request).
-        `model`: the ActiveModel that scored the rows (default: the current one); `extra`: more
-        fields per prediction (e.g. `sentences`); `readable`: False for a text the model cannot read
-        (model/readability.py), which gets the label "unknown" and no score or polarity."""
-        model = model or self.active
-        assert model is not None  # only called once a model is active
-        preds = predictions(model, rows, truncated, chunks=chunks, extra=extra, readable=readable)
-        return {"model": model.identity, "predictions": preds}
+    # --- admission, before a request is read --------------------------------------------------------
+
+    def refusal(self, body_bytes: int | None) -> Overloaded | None:
+        """Would a /predict request of `body_bytes` (None: unknown) fit now? The Overloaded error it
+        would get, judged before its body is read, parsed or tokenized, or None when it may fit: the
+        lane of small requests cannot take even one more text (every request holds one), or the body
+        is so large that it will be bulk (core/batcher.py) and the bulk lane has no room for it. Not
+        ready: None (the request gets its 503 from check_ready)."""
+        b = self.batcher
+        if not self.ready:
+            return None
+        if b.full:
+            return Overloaded(overloaded_message(b.queued_texts - b.bulk_queued, b.max_queue_texts))
+        if b.bulk_queued and body_bytes is not None and body_bytes >= 1000:
+            estimate = estimate_body_pieces(self.settings, self.active.artifact.max_length, body_bytes)
+            if b.is_bulk(estimate) and not b.bulk_room(estimate):
+                return Overloaded(overloaded_message(b.bulk_queued, b.max_bulk_texts, bulk=True))
+        return None
 
     # --- the /predict pipeline -------------------------------------------------------------------------
 
@@ -320,7 +374,7 @@ class Engine:
         if not self.ready:
             if self.phase is Phase.DRAINING:
                 raise ShuttingDown("the server is shutting down; retry on another instance")
-            raise NotReady("the model is still loading; retry shortly")
+            raise NotReady(NOT_LOADED)
 
     def check_limits(self, texts: Sequence[str], single: bool) -> None:
         """Per-request limits from the settings (the HTTP layer has checked types). `single`: the texts
@@ -360,7 +414,6 @@ class Engine:
         # Read once: a reload may swap the model while this request waits; it is scored and labelled
         # by the model that tokenized it.
         active = self.active
-        assert active is not None and self.batcher is not None
         # Tokenized here, not in the batch worker: both cost the same CPU per text (within 2%,
         # bench/results/tokenize_placement.md), and here the batcher gets the exact token counts its
         # length sort and split need, while the inference thread only runs forward passes.
@@ -382,7 +435,6 @@ class Engine:
         self.check_ready()
         self.check_limits(texts, single)
         active, batcher = self.active, self.batcher
-        assert active is not None and batcher is not None
         s = self.settings
         max_length = active.artifact.max_length
         estimate = long_text.estimate_pieces(
@@ -425,16 +477,22 @@ class Engine:
     def _enqueue(
         self, active: ActiveModel, texts: list[str], options: Options, plan: long_text.Plan, large: bool
     ) -> Pending:
-        assert self.batcher is not None
-        job = self.batcher.submit(plan.ids, active.infer)
-        return Pending(self, active, texts, options, plan, job, large)
+        batcher = self.batcher
+        behind = batcher.queued_texts >= batcher.max_batch_size  # read before this request joins
+        job = batcher.submit(plan.ids, active.infer)
+        return Pending(self, active, texts, options, plan, job, large, behind)
 
 
 class Pending:
-    """A submitted request: `await result()` for the rendered predictions, `drop()` when the caller has
-    gone (its texts still queued never reach the model, and result() raises ClientGone)."""
+    """A submitted request: `await result()` for its Predictions, `drop()` when the caller has gone
+    (its texts still queued never reach the model, and result() raises ClientGone).
+    `behind_full_batch`: when it was queued, a full batch's worth of texts was ahead of it, so it waits
+    at least one whole forward pass (the HTTP layer then watches for its client leaving at once)."""
 
-    __slots__ = ("_engine", "_gone", "_job", "active", "batch_ids", "large", "options", "plan", "texts")
+    __slots__ = (
+        "_engine", "_gone", "_job", "active", "batch_ids", "behind_full_batch", "large", "options", "plan",
+        "texts",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -445,9 +503,11 @@ class Pending:
         plan: long_text.Plan,
         job: Job,
         large: bool = False,
+        behind_full_batch: bool = False,
     ) -> None:
         self._engine, self.active, self.texts, self.options, self.plan = engine, active, texts, options, plan
         self.large = large  # planned in the planner thread: so is its explanation
+        self.behind_full_batch = behind_full_batch
         self._job: Job | ExplainJob = job
         self._gone = False
         self.batch_ids: list[int] = job.batch_ids
@@ -456,10 +516,11 @@ class Pending:
         self._gone = True
         self._job.drop()
 
-    async def _wait(self, job: Job | ExplainJob, timeout: float) -> list[list[float]]:
+    async def _wait(self, job: Job | ExplainJob, timeout: float) -> Any:
         self._job = job
         task = asyncio.current_task()
-        assert task is not None
+        if task is None:  # pragma: no cover - result() is always awaited in a task
+            raise RuntimeError("Pending.result() must run in an asyncio task")
         expired = False
 
         def expire() -> None:
@@ -487,47 +548,50 @@ class Pending:
         finally:
             timer.cancel()
 
-    async def result(self) -> dict[str, Any]:
-        """Stages await, reassemble and render (and explain, after the plain rows: occlusion sequences
-        go through their own lane, core/explain.py). Raises TimedOut, BatchFailed, ShuttingDown,
-        Overloaded (explain backlog) or ClientGone."""
-        engine, active, texts = self._engine, self.active, self.texts
+    async def result(self) -> Predictions:
+        """Stages await, reassemble and results (and explain, after the plain rows: only the occluded
+        texts are scored then, through their own lane, core/explain.py). Raises TimedOut, BatchFailed,
+        ShuttingDown, Overloaded (explain backlog) or ClientGone."""
+        engine, active, texts, plan = self._engine, self.active, self.texts, self.plan
         deadline = time.monotonic() + engine.settings.request_timeout_s
-        rows = await self._wait(self._job, engine.settings.request_timeout_s)
-        results = long_text.reassemble(self.plan, rows)
-        out = engine.render(
-            [r.row for r in results],
-            [r.truncated for r in results],
-            model=active,
-            chunks=[r.chunks for r in results],
-            extra=long_text.sentence_fields(results, texts, active.labels, active.polarity_weights)
-            if self.options.sentences
-            else None,
-            readable=readable_flags(active, self.plan),
+        rows: list[list[float]] = await self._wait(self._job, engine.settings.request_timeout_s)
+        results = long_text.reassemble(plan, rows)
+        preds = predictions(
+            active, results, readable_flags(active, plan), texts if self.options.sentences else None
         )
         if self.options.explain:
-            assert engine.batcher is not None
             tokenizer, max_tokens = active.artifact.tokenizer, engine.settings.max_explain_tokens
-            chunks = explain.chunk_ids(self.plan)
+            chunks = explain.chunk_ids(plan)
             if self.large:
                 items = await asyncio.get_running_loop().run_in_executor(
                     engine._planner, explain.prepare, tokenizer, texts, max_tokens, chunks
                 )
             else:
                 items = explain.prepare(tokenizer, texts, max_tokens, chunks)
-            job = explain.submit(engine.explain_lane, engine.batcher, active, items)
-            await self._wait(job, max(0.0, deadline - time.monotonic()))
+            chunk_rows = [[rows[i] for i in t.chunk_pieces] for t in plan.texts]
+            # Each explanation is of the label the response gives (in chunk mode the first chunk's own
+            # label may differ); an unknown label: the model's own answer.
+            targets = [_best(r.row) for r in results]
+            lane, batcher = engine.explain_lane, engine.batcher
+            job = explain.submit(lane, batcher, active.infer, items, chunk_rows, targets)
+            explanations: list[explain.Explanation] = await self._wait(
+                job, max(0.0, deadline - time.monotonic())
+            )
             self.batch_ids = sorted({*self.batch_ids, *job.batch_ids})
-            # Each explanation is of the label the response gives (in chunk mode the first chunk's
-            # own label may differ).
-            targets = [
-                active.labels.index(pred["label"]) if pred["label"] in active.labels
-                else max(range(len(r.row)), key=r.row.__getitem__)  # unknown: the model's own answer
-                for pred, r in zip(out["predictions"], results, strict=True)
-            ]
-            for pred, expl in zip(out["predictions"], job.explanations(active.labels, targets), strict=True):
-                pred["explanation"] = expl
-        return out
+            for pred, expl in zip(preds, explanations, strict=True):
+                pred.explanation = expl
+        return Predictions(active, preds)
+
+
+def load_model(
+    settings: EngineSettings, path: Path, threads: int, allowed: frozenset[str] | None = None
+) -> tuple[Artifact, Runner]:
+    """Load and verify an artifact (its model.pt in `allowed` when given: SENTIMENT_MODEL_ALLOWLIST)
+    and prepare its backend (SENTIMENT_BACKEND); blocking, for a worker thread. Raises
+    ArtifactError, or BackendUnavailable when a requested backend is not installed."""
+    artifact = load_artifact(path, allowed=allowed)
+    backend: BackendChoice = settings.backend
+    return artifact, load_runner(artifact, backend, threads or 1)
 
 
 def model_allowlist(settings: EngineSettings) -> frozenset[str] | None:

@@ -8,13 +8,16 @@ scores pushed the prediction towards `target`. The occluded variants are extra s
 batcher, so they share forward passes with everything else (docs/ARCHITECTURE.md says why occlusion
 and why deletion rather than [UNK]).
 
-Cost: a text in k pieces with n explained tokens is k + n sequences (n <= SENTIMENT_MAX_EXPLAIN_TOKENS,
-the first n tokens). Fairness: explain requests go through `ExplainLane`, which lets at most about
-2 × SENTIMENT_MAX_BATCH_SIZE of their sequences into the batcher's FIFO queue at a time. The rest
-wait outside it, so a plain request never queues behind more than that (about two batches by
-default) however many explain requests are waiting; the lane keeps one batch computing and one
-queued, so explain throughput loses nothing. A backlog beyond SENTIMENT_MAX_EXPLAIN_BACKLOG sequences
-is refused with 503 at once rather than left to time out.
+What this module is given: the tokenizer, the inference function, the token limit and the rows the
+plain prediction already computed for each text's pieces; it scores only the occluded texts.
+
+Cost: a text with n explained tokens is n sequences (n <= SENTIMENT_MAX_EXPLAIN_TOKENS, the first n
+tokens) beyond the k pieces the plain prediction scores anyway. Fairness: explain requests go
+through `ExplainLane`, which lets at most about 2 × SENTIMENT_MAX_BATCH_SIZE of their sequences into
+the batcher's FIFO queue at a time. The rest wait outside it, so a plain request never queues behind
+more than that (about two batches by default) however many explain requests are waiting; the lane
+keeps one batch computing and one queued, so explain throughput loses nothing. A backlog beyond
+SENTIMENT_MAX_EXPLAIN_BACKLOG sequences is refused with 503 at once rather than left to time out.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer
 
@@ -33,10 +35,27 @@ from core.long_text import AGGREGATION, Plan, aggregate
 from model.alignment import MAX_WIDEN, pieces, repair_offsets
 from model.tokenizer import UNK_ID
 
-if TYPE_CHECKING:
-    from core.engine import ActiveModel
-
 METHOD = "occlusion"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenScore:
+    """One explained token: as the model reads it, its character span in the text, its score."""
+
+    token: str
+    start: int
+    end: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """One text's explanation of label index `target` (the prediction's label)."""
+
+    target: int
+    tokens: list[TokenScore]  # the explained tokens, in text order
+    total_tokens: int  # tokens in the whole text, also those beyond the model's max length
+    method: str = METHOD
 
 
 # --- which tokens, where ----------------------------------------------------------------------------
@@ -53,8 +72,8 @@ class Explained:
 
     @property
     def sequences(self) -> int:
-        """Sequences this text costs: its pieces, then one per explained token."""
-        return len(self.chunks) + len(self.tokens)
+        """Sequences this text costs: one per explained token (its pieces are the plain path's)."""
+        return len(self.tokens)
 
 
 def chunk_ids(plan: Plan) -> list[list[list[int]]]:
@@ -101,19 +120,16 @@ def chunk_occlusions(chunks: list[list[int]], n: int) -> list[tuple[int, list[in
     return out
 
 
-def full_row(item: Explained, rows: list[list[float]]) -> list[float]:
-    """The text's probabilities from its chunks' rows (the first len(chunks) rows), as the plain path."""
-    return aggregate(rows[: len(item.chunks)], [len(c) for c in item.chunks], AGGREGATION)
-
-
-def explanation(item: Explained, rows: list[list[float]], labels: list[str], target: int) -> dict[str, Any]:
-    """The response's `explanation` of label index `target` (the prediction's label) from the rows of
-    [*chunks, *occlusions]."""
+def explanation(
+    item: Explained, chunk_rows: list[list[float]], occluded_rows: list[list[float]], target: int
+) -> Explanation:
+    """The explanation of label index `target` from the rows the plain path scored for the text's
+    pieces (`chunk_rows`) and the rows of its occluded variants (`chunk_occlusions` order)."""
     k = len(item.chunks)
-    chunk_rows, weights = rows[:k], [len(c) for c in item.chunks]
-    p = full_row(item, rows)[target]
+    weights = [len(c) for c in item.chunks]
+    p = aggregate(chunk_rows, weights, AGGREGATION)[target]
     scores = []
-    for (c, _), row in zip(chunk_occlusions(item.chunks, len(item.tokens)), rows[k:], strict=True):
+    for (c, _), row in zip(chunk_occlusions(item.chunks, len(item.tokens)), occluded_rows, strict=True):
         if k == 1:
             occluded = row
         else:  # the text with the token deleted: its chunk's row replaced, one token lighter, re-aggregated
@@ -125,16 +141,10 @@ def explanation(item: Explained, rows: list[list[float]], labels: list[str], tar
             )
         scores.append(round(p - occluded[target], 6))
     tokens = [
-        {"token": tok, "start": s, "end": e, "score": score}
+        TokenScore(tok, s, e, score)
         for tok, (s, e), score in zip(item.tokens, item.offsets, scores, strict=True)
     ]
-    return {
-        "method": METHOD,
-        "target": labels[target],
-        "tokens": tokens,
-        "explained_tokens": len(tokens),
-        "total_tokens": item.total,
-    }
+    return Explanation(target, tokens, item.total)
 
 
 # --- admission ----------------------------------------------------------------------------------------
@@ -184,11 +194,11 @@ class ExplainLane:
 
 
 class ExplainJob:
-    """All texts of one explain request, one batcher job per text as the lane admits them.
+    """All texts of one explain request, one batcher job of occluded texts per text as the lane admits
+    them.
 
     Quacks like `core.batcher.Job` for the engine (`future`, `drop()`, `batch_ids`): `future` resolves
-    to the texts' (aggregated) probability rows in input order, as a plain job's reassembled rows;
-    `explanations(labels, targets)` is ready with it."""
+    to the texts' explanations in input order."""
 
     def __init__(
         self,
@@ -196,16 +206,19 @@ class ExplainJob:
         batcher: Batcher,
         infer: InferFn,
         items: list[Explained],
+        chunk_rows: list[list[list[float]]],
+        targets: Sequence[int],
     ) -> None:
         self.items = items
         self.batch_ids: list[int] = []
         self._lane, self._batcher, self._infer = lane, batcher, infer
+        self._chunk_rows, self._targets = chunk_rows, targets
         self._weights = [item.sequences for item in items]
         self._unfinished = set(range(len(items)))
-        self._rows: list[list[list[float]]] = [[] for _ in items]
+        self._explanations: list[Explanation | None] = [None] * len(items)
         self._jobs: list[Job] = []
         loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[list[list[float]]] = loop.create_future()
+        self.future: asyncio.Future[list[Explanation]] = loop.create_future()
         self._task = loop.create_task(self._run(), name="explain")
 
     async def _run(self) -> None:
@@ -222,8 +235,7 @@ class ExplainJob:
                 self.future.cancel()
         else:
             if not self.future.done():
-                rows = zip(self.items, self._rows, strict=True)
-                self.future.set_result([full_row(item, item_rows) for item, item_rows in rows])
+                self.future.set_result([e for e in self._explanations if e is not None])
         finally:
             # texts never started (cancelled while waiting, or before their task ran) leave the backlog
             self._lane.backlog -= sum(self._weights[i] for i in self._unfinished)
@@ -231,18 +243,21 @@ class ExplainJob:
 
     async def _one(self, i: int) -> None:
         item, weight = self.items[i], self._weights[i]
-        await self._lane.acquire(weight)
-        try:
-            occluded = chunk_occlusions(item.chunks, len(item.tokens))
-            # Bulk work: plain requests go first in every batch (core/batcher.py).
-            job = self._batcher.submit([*item.chunks, *(seq for _, seq in occluded)], self._infer, bulk=True)
-            self._jobs.append(job)
-            self._rows[i] = await job.future
-            self.batch_ids.extend(b for b in job.batch_ids if b not in self.batch_ids)
-        finally:
-            self._lane.release(weight)
-            self._unfinished.discard(i)
-            self._lane.backlog -= weight
+        occluded: list[list[float]] = []
+        if weight:  # a text with no explained token costs nothing
+            await self._lane.acquire(weight)
+            try:
+                seqs = [seq for _, seq in chunk_occlusions(item.chunks, len(item.tokens))]
+                # Bulk work: plain requests go first in every batch (core/batcher.py).
+                job = self._batcher.submit(seqs, self._infer, bulk=True)
+                self._jobs.append(job)
+                occluded = await job.future
+                self.batch_ids.extend(b for b in job.batch_ids if b not in self.batch_ids)
+            finally:
+                self._lane.release(weight)
+        self._explanations[i] = explanation(item, self._chunk_rows[i], occluded, self._targets[i])
+        self._unfinished.discard(i)
+        self._lane.backlog -= weight
 
     def drop(self) -> None:
         """Give up (client gone, timeout): queued sequences never run, waiting texts never start."""
@@ -252,17 +267,11 @@ class ExplainJob:
         if not self.future.done():
             self.future.cancel()
 
-    def explanations(self, labels: list[str], targets: Sequence[int]) -> list[dict[str, Any]]:
-        return [
-            explanation(item, rows, labels, target)
-            for item, rows, target in zip(self.items, self._rows, targets, strict=True)
-        ]
-
 
 def sequences(plan: Plan, max_tokens: int, max_length: int) -> int:
-    """What `prepare` + `submit` will cost, from the plan alone: per text its pieces plus the tokens
-    explained (the first max_tokens of its first max_length, within the scored part)."""
-    return sum(len(t.chunk_pieces) + min(max_tokens, max_length, sum(t.weights)) for t in plan.texts)
+    """What `prepare` + `submit` will cost, from the plan alone: per text the tokens explained (the
+    first max_tokens of its first max_length, within the scored part), one occluded text each."""
+    return sum(min(max_tokens, max_length, sum(t.weights)) for t in plan.texts)
 
 
 def check_cost(plan: Plan, max_tokens: int, max_length: int, max_sequences: int) -> None:
@@ -271,15 +280,24 @@ def check_cost(plan: Plan, max_tokens: int, max_length: int, max_sequences: int)
     n = sequences(plan, max_tokens, max_length)
     if n > max_sequences:
         raise InvalidInput(
-            f"body: explaining these texts needs {n} sequences (each text's pieces plus one per explained "
-            f"token); at most {max_sequences} per request (SENTIMENT_MAX_EXPLAIN_SEQUENCES={max_sequences}); "
-            "send fewer or shorter texts per explain request",
+            f"body: explaining these texts needs {n} sequences (one per explained token); at most "
+            f"{max_sequences} per request (SENTIMENT_MAX_EXPLAIN_SEQUENCES={max_sequences}); send fewer or "
+            "shorter texts per explain request",
             details=[{"loc": ["body", "explain"], "msg": "explanation too costly", "type": "too_costly"}],
         )
 
 
-def submit(lane: ExplainLane, batcher: Batcher, model: ActiveModel, items: list[Explained]) -> ExplainJob:
-    """Admit an explain request (Overloaded at once if the explain backlog is full) and start it."""
+def submit(
+    lane: ExplainLane,
+    batcher: Batcher,
+    infer: InferFn,
+    items: list[Explained],
+    chunk_rows: list[list[list[float]]],
+    targets: Sequence[int],
+) -> ExplainJob:
+    """Admit an explain request (Overloaded at once if the explain backlog is full) and start it.
+    `chunk_rows`: per text, the rows the plain prediction scored for its pieces (`Explained.chunks`);
+    `targets`: per text, the label index to explain; `infer`: the model that scored those rows."""
     weight = sum(item.sequences for item in items)
     # An empty backlog takes any request, so one larger than the limit is slow, not refused forever.
     if lane.backlog and lane.backlog + weight > lane.max_backlog:
@@ -289,4 +307,4 @@ def submit(lane: ExplainLane, batcher: Batcher, model: ActiveModel, items: list[
             "texts per explain request"
         )
     lane.backlog += weight
-    return ExplainJob(lane, batcher, model.infer, items)
+    return ExplainJob(lane, batcher, infer, items, chunk_rows, targets)

@@ -29,7 +29,6 @@ from typing import Literal
 from tokenizers import Encoding, Tokenizer
 
 from core.errors import InvalidInput
-from model.labels import polarity
 from model.tokenizer import UNK_ID, AsciiIds, encode, token_ids
 
 Mode = Literal["truncate", "chunk"]
@@ -318,27 +317,3 @@ def too_many_pieces(pieces: int, done: int, total: int, max_queue_texts: int) ->
         "or shorter texts per request, or leave `sentences` off",
         details=[{"loc": ["body"], "msg": "too many pieces", "type": "too_many_pieces"}],
     )
-
-
-def sentence_fields(
-    results: Sequence[TextResult], texts: Sequence[str], labels: list[str], weights: list[float] | None
-) -> list[dict]:
-    """The `sentences` field of each prediction."""
-    out = []
-    for r, text in zip(results, texts, strict=True):
-        sents = []
-        for start, end, row in r.sentences or ():
-            best = max(range(len(row)), key=row.__getitem__)
-            sents.append(
-                {
-                    "text": text[start:end],
-                    "start": start,
-                    "end": end,
-                    "label": labels[best],
-                    "score": row[best],
-                    "polarity": polarity(row, weights) if weights is not None else None,
-                    "probabilities": dict(zip(labels, row, strict=True)),
-                }
-            )
-        out.append({"sentences": sents})
-    return out

@@ -31,12 +31,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.engine import model_allowlist, warm_up
+from core.engine import Engine, model_allowlist, warm_up
 from core.errors import EngineError, IncompatibleArtifact, InvalidArtifact, InvalidInput, ShuttingDown
 from model.artifact import META_FILE, Artifact, ArtifactError, read_meta, resolve_artifact_dir
 
 if TYPE_CHECKING:
-    from core.engine import Engine
     from core.settings import EngineSettings
 
 log = logging.getLogger("core.model_swap")
@@ -153,7 +152,6 @@ async def reload_model(engine: Engine, model_dir: str | None, who: str = "-") ->
 
 async def _reload(engine: Engine, model_dir: str | None, fields: dict[str, Any]) -> dict[str, Any]:
     settings, batcher, old = engine.settings, engine.batcher, engine.active
-    assert batcher is not None and old is not None
     loop = asyncio.get_running_loop()
     root = model_root(settings).resolve()
     path = await loop.run_in_executor(None, target_dir, settings, model_dir)

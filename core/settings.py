@@ -84,7 +84,7 @@ class EngineSettings(BaseModel):
     max_explain_sequences: int = Field(
         2048,
         ge=1,
-        description="sequences one explain request may cost (each text's pieces plus its explained tokens); "
+        description="sequences one explain request may cost (one occluded text per explained token); "
         "a request needing more gets 422 before any is run",
     )
     max_explain_backlog: int = Field(

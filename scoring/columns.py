@@ -9,7 +9,10 @@ local engine uses it without loading a model."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch-free at run time (see above)
+    from core.engine import Prediction
 
 # (name, kind) before and after the probability columns; kinds: str, float, bool, int
 HEAD: tuple[tuple[str, str], ...] = (("label", "str"), ("score", "float"), ("polarity", "float"))
@@ -32,17 +35,17 @@ def result_columns(labels: Sequence[str], prefix: str = "") -> list[str]:
     return [prefix + name for name, _ in result_fields(labels)]
 
 
-def row_of(prediction: dict[str, Any], labels: Sequence[str]) -> ResultRow:
-    """A /predict prediction (core/engine.py `predictions`) as one result row."""
-    probabilities = prediction["probabilities"]
+def row_of(prediction: Prediction) -> ResultRow:
+    """A /predict prediction (core/engine.py `predictions`) as one result row: its probabilities are
+    in the order of the artifact's labels, as the columns are."""
     return (
-        prediction["label"],
-        prediction["score"],
-        prediction["polarity"],
-        *(probabilities[label] for label in labels),
-        prediction["truncated"],
-        prediction["chunks"],
-        WARNING_SEPARATOR.join(prediction["warnings"]),
+        prediction.label,
+        prediction.score,
+        prediction.polarity,
+        *prediction.probabilities,
+        prediction.truncated,
+        prediction.chunks,
+        WARNING_SEPARATOR.join(prediction.warnings),
     )
 
 

@@ -84,15 +84,8 @@ class Scorer:
                 fast=artifact.ascii_ids,
             )
             results = long_text.reassemble(plan, self.rows(plan.ids))
-            preds = predictions(
-                self.model,
-                [r.row for r in results],
-                [r.truncated for r in results],
-                chunks=[r.chunks for r in results],
-                readable=readable_flags(self.model, plan),
-            )
-            labels = self.labels
-            rows = [row_of(p, labels) for p in preds]
+            preds = predictions(self.model, results, readable_flags(self.model, plan))
+            rows = [row_of(p) for p in preds]
         it = iter(rows)
         return [next(it) if p is None else p for p in problems]
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -21,6 +19,7 @@ import pytest
 from app.main import create_app
 from app.routes import predict as predict_route
 from app.settings import Settings
+from bench.servers import free_port
 from model.artifact import Artifact, ArtifactError, load_artifact
 from tests.helpers import (
     NEGATIVE,
@@ -522,8 +521,8 @@ async def test_python_m_app_serves_with_settings_from_the_environment(
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: seen.update(target=target, **kw))
     monkeypatch.setenv("SENTIMENT_MODEL_DIR", str(small_artifact))
     monkeypatch.setenv("SENTIMENT_HOST", "0.0.0.0")
-    monkeypatch.setenv("SENTIMENT_PORT", str(_free_port()))  # the start checks that it can listen there
-    port = int(os.environ["SENTIMENT_PORT"])
+    port = free_port()
+    monkeypatch.setenv("SENTIMENT_PORT", str(port))  # the start checks that it can listen there
     entry.main([])
     assert f"http://127.0.0.1:{port}/docs" in capsys.readouterr().out
     assert seen["target"] == "app.main:app"

@@ -319,8 +319,9 @@ async def test_explained_tokens_are_capped(small_artifact: Path, artifact: Artif
     e2 = second["explanation"]
     assert e2["explained_tokens"] == 5 and e2["total_tokens"] == 180
     seqs = sum(len(b) for b in recorder.batches)
-    # the plain pieces (the long text is chunked: 2), then again per text its pieces and 5 deletions
-    assert plain_seqs == 3 and seqs == 2 * plain_seqs + 2 * 5, (plain_seqs, seqs)
+    # the plain pieces (the long text is chunked: 2), then only the 5 deletions per text: the pieces'
+    # rows come from the plain prediction, not scored again
+    assert plain_seqs == 3 and seqs == plain_seqs + 2 * 5, (plain_seqs, seqs)
 
 
 # --- fairness and overload --------------------------------------------------------------------------
@@ -405,15 +406,15 @@ async def test_plain_requests_do_not_queue_behind_an_explain_flood(
 async def test_full_explain_backlog_gives_503(small_artifact: Path) -> None:
     async with serve(small_artifact, max_explain_backlog=20, retry_after_s=2) as (app, client):
         lane = app.state.engine.explain_lane
-        long = "a truly great , moving and beautifully acted film " * 3  # 27 tokens: 28 sequences
+        long = "a truly great , moving and beautifully acted film " * 3  # 27 tokens: 27 sequences
         # an empty backlog admits even a request larger than the limit: slow, never refused forever
         assert (await client.post("/predict", json={"text": long, "explain": True})).status_code == 200
         lane.backlog = 15  # other explain requests waiting
-        r = await client.post("/predict", json={"texts": ["fine", "great"], "explain": True})  # 4 fit
+        r = await client.post("/predict", json={"texts": ["fine", "great"], "explain": True})  # 2 fit
         assert r.status_code == 200, r.text
-        text = "a truly great and moving film"  # 6 tokens: 7 sequences do not fit
+        text = "a truly great and moving film"  # 6 tokens: 6 sequences do not fit
         r = await client.post("/predict", json={"text": text, "explain": True})
-        assert_error(r, 503, "overloaded", "SENTIMENT_MAX_EXPLAIN_BACKLOG=20", "needs 7")
+        assert_error(r, 503, "overloaded", "SENTIMENT_MAX_EXPLAIN_BACKLOG=20", "needs 6")
         assert r.headers["retry-after"] == "2"
         assert (await client.post("/predict", json={"text": text})).status_code == 200
         assert lane.backlog == 15  # refused requests leave nothing behind

@@ -100,7 +100,7 @@ async def test_artifact_fault_stops_start_up_naming_file_and_problem(
         async with app.router.lifespan_context(app):
             pass
     assert str(raised.value) == message
-    assert not app.state.engine.ready
+    assert app.state.engine is None  # nothing half-built is left to serve
 
     # and through uvicorn: the process exits with the file and the problem named, never serving
     text = await asyncio.to_thread(failed_start_up, copy)

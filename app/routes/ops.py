@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.deps import EngineDep, ReadyEngineDep, SettingsDep
+from app.deps import ReadyEngineDep, SettingsDep
 from app.openapi import error_responses
 from app.responses import OrjsonResponse
 from app.schemas import HealthResponse, InfoResponse, ReadyResponse
+from core.engine import Engine, Phase
 
 router = APIRouter(tags=["operations"])
 
@@ -40,11 +41,12 @@ async def health() -> Response:
         **error_responses(500),
     },
 )
-async def ready(engine: EngineDep, settings: SettingsDep) -> Response:
-    if engine.ready:
+async def ready(request: Request, settings: SettingsDep) -> Response:
+    engine: Engine | None = request.app.state.engine  # None until start-up has built it
+    if engine is not None and engine.ready:
         return OrjsonResponse({"ready": True, "status": "ready"})
     return OrjsonResponse(
-        {"ready": False, "status": str(engine.phase)},
+        {"ready": False, "status": str(engine.phase if engine is not None else Phase.STARTING)},
         status_code=503,
         headers={"Retry-After": str(settings.retry_after_s)},
     )
@@ -58,7 +60,6 @@ async def ready(engine: EngineDep, settings: SettingsDep) -> Response:
 )
 async def info(engine: ReadyEngineDep, s: SettingsDep) -> Response:
     active = engine.active  # the model serving now (a reload swaps it; core/model_swap.py)
-    assert active is not None and engine.batcher is not None
     artifact = active.artifact
     return OrjsonResponse(
         {
@@ -109,5 +110,5 @@ async def info(engine: ReadyEngineDep, s: SettingsDep) -> Response:
         **error_responses(500),
     },
 )
-async def metrics(engine: EngineDep) -> Response:
-    return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

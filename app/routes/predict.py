@@ -2,50 +2,46 @@
 
 The request path, stage by stage (LitServe's decode -> batch -> predict -> unbatch -> encode):
 
-    decode       `parse` + `validate`: the raw body, json.loads then PredictRequest in pydantic-core
+    decode       the raw body: json.loads, then the route's body field (PredictRequest, pydantic-core)
     check        the API key, then readiness and the limits (core/engine.py: `Engine.check_*`)
     plan+submit  `Engine.submit`: tokenize into pieces, queue them as one batcher job
     await        `Pending.result`: the batch worker's forward passes (disconnect -> job dropped)
-    reassemble   pieces -> one row per text; render: plain dicts (core/engine.py)
-    encode       orjson, one response
+    reassemble   pieces -> one Prediction per text (core/engine.py)
+    encode       `render_predictions` (app/schemas.py), orjson, one response
 
-`endpoint` is a plain ASGI callable that RequestMiddleware calls for every POST /predict, so the
-request skips FastAPI's middleware, router, dependency resolution, body parsing and response model
-(issue 11's floor, one core, 64 connections: a FastAPI app with only a pydantic request and response
-model served 5,587 requests/s, a bare ASGI callable 25,983). bench/results/profile.md shows where the
-rest of the time goes. The FastAPI route below is the same operation as OpenAPI describes it (request
-and response models, examples, every error status); it only documents: a POST /predict never
-reaches it.
+One declaration, two paths (app/fast_path.py): the FastAPI route below is the documented operation and
+a complete path of its own; `@fast_path` has RequestMiddleware answer the same method and path with
+`serve_fast`, a plain ASGI handler that skips FastAPI's middleware, router, dependency resolution, body
+parsing and response model (issue 11's floor, one core, 64 connections: a FastAPI app with only a
+pydantic request and response model served 5,587 requests/s, a bare ASGI callable 25,983).
+`serve_fast` validates with the route's own body field and raises what the route raises, in the order
+FastAPI checks (JSON syntax, the dependencies: API key then readiness, the body's fields, then the
+engine), answered by the same exception handlers; before reading the body it also sheds load
+(`Engine.refusal`). bench/results/profile.md shows where the rest of the time goes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body
-from pydantic import ValidationError
+from fastapi import APIRouter, Body, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.errors import (
-    engine_error_response,
-    error_response,
-    request_id,
-    validation_details,
-    validation_message,
-)
+from app.deps import ReadyEngineDep, SettingsDep, engine_of, get_ready_engine, get_settings
+from app.fast_path import FastRoute, answer_error, fast_path
 from app.openapi import error_responses
-from app.schemas import BATCH_EXAMPLE, SINGLE_EXAMPLE, PredictRequest, PredictResponse
-from app.security import UNAUTHORIZED_MESSAGE, key_matches
+from app.schemas import BATCH_EXAMPLE, SINGLE_EXAMPLE, PredictRequest, PredictResponse, render_predictions
+from app.security import check_api_key, require_api_key
 from app.settings import Settings
-from core.engine import Engine, Options
-from core.errors import EngineError
+from core.engine import Engine, Options, Predictions
 
 router = APIRouter(tags=["predict"])
-log = logging.getLogger("app.errors")
 
 _EXAMPLES = {
     "one text": {"summary": "one text", "value": SINGLE_EXAMPLE},
@@ -55,93 +51,36 @@ _EXAMPLES = {
         "value": {**SINGLE_EXAMPLE, "explain": True},
     },
 }
-_NOT_JSON = (
-    'body must be a JSON object like {"text": "..."} or {"texts": ["...", "..."]} sent with '
-    "Content-Type: application/json"
-)
+_JSON = [(b"content-type", b"application/json")]
 
 
-@router.post(
-    "/predict",
-    response_model=PredictResponse,
-    summary="Classify the sentiment of one or more texts",
-    description="Send one text as `text` or several as `texts`; the answer always holds a list of "
-    "predictions in input order, each with the label, its calibrated probability, the probability of "
-    "every label, whether the text was truncated and how many chunks a long text was scored in. Options: "
-    "`long_text` (`chunk` scores a long text in pieces, `truncate` only its start), `sentences` (a score "
-    "per sentence) and `explain` (a signed contribution per token, by occlusion). Texts from concurrent "
-    "requests are batched together on the server.",
-    response_description="one prediction per text, in input order",
-    responses=error_responses(413, 422, 500, 503, 504),
-)
-async def predict(body: Annotated[PredictRequest, Body(openapi_examples=_EXAMPLES)]) -> PredictResponse:
-    raise RuntimeError("POST /predict is answered by app.routes.predict.endpoint (see RequestMiddleware)")
-
-
-class BadRequest(Exception):
-    """The body is not a JSON object we can read: 422 with these errors (pydantic's shape)."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        self.errors = errors
+_NOTHING: Any = object()  # an empty body: the field is missing, as FastAPI reports it
+_MISSING = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
 
 
 def _is_json(content_type: bytes | None) -> bool:
-    if content_type is None:
+    if not content_type:
         return False
     media = content_type.split(b";", 1)[0].strip().lower()
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
-def parse(body: bytes, content_type: bytes | None) -> Any:
-    """Stage decode, part 1: the JSON document. BadRequest when it is not JSON at all."""
+def decode(body: bytes, content_type: bytes | None) -> Any:
+    """Stage decode, part 1, as FastAPI reads a JSON body: the document when the body is JSON, the raw
+    bytes when the content type is not (the field validation then refuses them), _NOTHING when empty.
+    Malformed JSON raises at once (before the dependencies), as on the route."""
     if not body:
-        raise BadRequest([{"loc": ("body",), "type": "missing", "msg": "Field required"}])
+        return _NOTHING
     if not _is_json(content_type):
-        raise BadRequest([{"loc": ("body",), "type": "model_attributes_type", "msg": _NOT_JSON}])
+        return body
     try:
         return json.loads(body)  # bytes: UTF-8 (a BOM is allowed), the last of repeated keys wins
     except json.JSONDecodeError as e:
-        raise BadRequest(
-            [
-                {
-                    "loc": ("body", e.pos),
-                    "type": "json_invalid",
-                    "msg": "JSON decode error",
-                    "ctx": {"error": str(e)},  # with its line and column
-                }
-            ]
-        ) from None
-    except (UnicodeDecodeError, RecursionError, ValueError) as e:  # not UTF-8, too deep, too long an int
-        raise BadRequest(
-            [
-                {
-                    "loc": ("body",),
-                    "type": "json_invalid",
-                    "msg": "JSON decode error",
-                    "ctx": {"error": type(e).__name__},  # app/errors.py says what to send
-                }
-            ]
-        ) from None
-
-
-def validate(document: Any) -> PredictRequest:
-    """Stage decode, part 2: the fields, in pydantic-core (strict, as the schema says)."""
-    try:
-        return PredictRequest.model_validate(document)
-    except ValidationError as e:
-        raise BadRequest(
-            [
-                {**err, "loc": ("body", *err["loc"])}
-                for err in e.errors(include_url=False, include_input=False)
-            ]
-        ) from None
-
-
-def _bad_request(errors: list[dict[str, Any]], rid: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    resp = error_response(
-        422, "validation_error", validation_message(errors), rid, details=validation_details(errors)
-    )
-    return 422, resp.body, []
+        error = {"type": "json_invalid", "loc": ("body", e.pos), "msg": "JSON decode error", "input": {},
+                 "ctx": {"error": e.msg}}  # fmt: skip  # as FastAPI's; app/errors.py adds line and column
+        raise RequestValidationError([error], body=e.doc) from e
+    except Exception as e:  # not UTF-8, too deep, too long an int: FastAPI's 400 (app/errors.py: 422)
+        raise HTTPException(400, "There was an error parsing the body") from e
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -210,78 +149,112 @@ class _DisconnectWatch:
             self._task.cancel()
 
 
-async def answer(
-    engine: Engine, settings: Settings, scope: Scope, receive: Receive
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """The whole pipeline for one request: (status, body, extra headers)."""
-    rid = request_id(scope)
-    body = await _read_body(receive)
-    if body is None:  # gone before the whole body arrived: nobody to answer (logged as 499)
-        return 499, b"", []
-    headers = dict(scope["headers"]) if settings.api_key is not None else None
-    content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
-    request: PredictRequest | None = None
-    field_errors: list[dict[str, Any]] | None = None
-    try:
-        document = parse(body, content_type)
-    except BadRequest as e:
-        return _bad_request(e.errors, rid)  # malformed JSON first: before the key and readiness
-    if headers is not None and not key_matches(settings, headers.get(b"authorization")):
-        resp = error_response(401, "unauthorized", UNAUTHORIZED_MESSAGE, rid)
-        return 401, resp.body, [(b"www-authenticate", b"Bearer")]
-    try:
-        request = validate(document)
-    except BadRequest as e:
-        field_errors = e.errors
-    try:
-        engine.check_ready()
-        if field_errors is not None:
-            return _bad_request(field_errors, rid)
-        assert request is not None
-        texts = request.as_list()
-        options = Options(request.long_text or settings.long_text, request.sentences, request.explain)
-        batcher = engine.batcher
-        assert batcher is not None  # check_ready passed
-        deep = batcher.queued_texts >= batcher.max_batch_size  # read before this request joins
-        single = request.text is not None
-        if engine.planned_in_thread(texts):
-            # Watched from the start: a client that leaves while its request waits for the planner
-            # thread is not planned (or, if already, not queued).
-            client = _Client()
-            watch = _DisconnectWatch(receive, client, 0.0)
-            try:
-                pending = await engine.submit_in_thread(texts, options, single=single, abandoned=client.left)
-            except BaseException:
-                watch.close()
-                raise
-            client.pending = pending
-        else:
-            pending = engine.submit(texts, options, single=single)
-            watch = _DisconnectWatch(receive, pending, 0.0 if deep else WATCH_AFTER_S)
+async def predict_texts(
+    engine: Engine, settings: Settings, request: PredictRequest, receive: Receive, state: dict[str, Any]
+) -> Predictions:
+    """Both paths' call of the engine: submit, watch for the client leaving, await the results."""
+    texts = request.as_list()
+    options = Options(request.long_text or settings.long_text, request.sentences, request.explain)
+    single = request.text is not None
+    if engine.planned_in_thread(texts):
+        # Watched from the start: a client that leaves while its request waits for the planner
+        # thread is not planned (or, if already, not queued).
+        client = _Client()
+        watch = _DisconnectWatch(receive, client, 0.0)
         try:
-            out = await pending.result()
-        finally:
+            pending = await engine.submit_in_thread(texts, options, single=single, abandoned=client.left)
+        except BaseException:
             watch.close()
-    except EngineError as e:
-        resp = engine_error_response(e, rid, settings.retry_after_s)
-        extra = [(k.encode(), v.encode()) for k, v in resp.headers.items() if k == "retry-after"]
-        return resp.status_code, resp.body, extra
-    state = scope["state"]
+            raise
+        client.pending = pending
+    else:
+        pending = engine.submit(texts, options, single=single)
+        watch = _DisconnectWatch(receive, pending, 0.0 if pending.behind_full_batch else WATCH_AFTER_S)
+    try:
+        out = await pending.result()
+    finally:
+        watch.close()
     state["batch_ids"] = pending.batch_ids
     state["texts"] = len(texts)
-    return 200, orjson.dumps(out), []
+    return out
 
 
-async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    """POST /predict as a plain ASGI app (RequestMiddleware calls it; scope["app"] is the FastAPI app)."""
+async def serve_fast(route: FastRoute, scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /predict (and the same route under any prefix) as a plain ASGI handler: RequestMiddleware
+    calls it with the route it was declared as (app/fast_path.py)."""
     state = scope["app"].state
+    content_type = content_length = authorization = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            content_length = value
+        elif name == b"authorization":
+            authorization = value
     try:
-        status, body, extra = await answer(state.engine, state.settings, scope, receive)
-    except Exception:  # a bug: the error body and the log line FastAPI's handler would give it
-        rid = request_id(scope)
-        log.exception("unhandled error in request %s", rid)
-        message = f"internal error; quote id {rid} when reporting it"
-        status, body, extra = 500, error_response(500, "internal_error", message, rid).body, []
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+        engine: Engine | None = state.engine
+        if engine is not None:
+            # Shed before the body is read, parsed, validated and tokenized: a refusal through the route
+            # cost ~0.45 ms of CPU, as much as the HTTP side of serving a request, so at 10x capacity
+            # the event loop took 91% of the core and throughput fell to 14%; here it costs ~0.07 ms
+            # (scripts/overload.py, docs/RELIABILITY.md). The unread body is discarded by the server.
+            refusal = engine.refusal(_int(content_length))
+            if refusal is not None:
+                raise refusal
+        body = await _read_body(receive)
+        if body is None:  # gone before the whole body arrived: nobody to answer (logged as 499)
+            status, headers, payload = 499, [], b""
+        else:
+            document = decode(body, content_type)
+            settings: Settings = state.settings
+            if route.depends_on(require_api_key):
+                check_api_key(settings, authorization)
+            if engine is None:  # the dependency get_ready_engine: 503 until start-up has built it
+                engine = engine_of(state)
+            engine.check_ready()
+            if document is _NOTHING:
+                raise RequestValidationError([_MISSING])
+            request, errors = route.body_field.validate(document, {}, loc=("body",))
+            if errors:
+                raise RequestValidationError(errors)
+            out = await predict_texts(engine, settings, request, receive, scope["state"])
+            payload = orjson.dumps(render_predictions(out))
+            status, headers = 200, [*_JSON, (b"content-length", str(len(payload)).encode())]
+    except Exception as e:  # answered as FastAPI's route answers it, by the app's exception handlers
+        response = await answer_error(route, scope, e)
+        status, headers, payload = response.status_code, response.raw_headers, bytes(response.body)
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _int(value: bytes | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    summary="Classify the sentiment of one or more texts",
+    description="Send one text as `text` or several as `texts`; the answer always holds a list of "
+    "predictions in input order, each with the label, its calibrated probability, the probability of "
+    "every label, whether the text was truncated and how many chunks a long text was scored in. Options: "
+    "`long_text` (`chunk` scores a long text in pieces, `truncate` only its start), `sentences` (a score "
+    "per sentence) and `explain` (a signed contribution per token, by occlusion). Texts from concurrent "
+    "requests are batched together on the server.",
+    response_description="one prediction per text, in input order",
+    responses=error_responses(413, 422, 500, 503, 504),
+)
+@fast_path(serve_fast, performs=(require_api_key, get_ready_engine, get_settings))
+async def predict(
+    request: Request,
+    body: Annotated[PredictRequest, Body(openapi_examples=_EXAMPLES)],
+    engine: ReadyEngineDep,
+    settings: SettingsDep,
+) -> Response:
+    """The FastAPI path of the operation (served when the middleware's fast path is off:
+    create_app(fast_path=False)); same engine call, same answers."""
+    out = await predict_texts(engine, settings, body, request.receive, request.scope["state"])
+    return Response(orjson.dumps(render_predictions(out)), media_type="application/json")
