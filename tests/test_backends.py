@@ -9,12 +9,9 @@ import gzip
 import json
 import shutil
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -36,6 +33,7 @@ from model.artifact import (
 from model.backends import PARITY_TOL, BackendUnavailable, load_runner, parity_report
 from model.network import NetworkConfig, SentimentLSTM
 from model.tokenizer import PAD_ID, UNK_ID
+from tests.helpers import serve
 
 DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
 
@@ -152,15 +150,6 @@ def test_missing_onnxruntime_is_a_clear_error(
     assert load_runner(default_artifact, "auto").name == "torchscript"
 
 
-@asynccontextmanager
-async def serve(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(model_dir=DEFAULT, warmup=False, **overrides))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        yield client
-
 
 @pytest.mark.asyncio
 async def test_predict_answers_the_same_on_both_backends(data_mirror: Path) -> None:
@@ -170,7 +159,7 @@ async def test_predict_answers_the_same_on_both_backends(data_mirror: Path) -> N
     texts = [line.split("\t")[0] for line in lines] + [review]
     answers = {}
     for backend in ("torchscript", "onnxruntime"):
-        async with serve(backend=backend) as client:
+        async with serve(DEFAULT, backend=backend) as (_, client):
             info = (await client.get("/info")).json()
             assert info["backend"] == {"name": backend, "requested": backend}
             responses = [
@@ -188,7 +177,7 @@ async def test_predict_answers_the_same_on_both_backends(data_mirror: Path) -> N
 
 @pytest.mark.asyncio
 async def test_auto_serves_onnxruntime_and_says_so() -> None:
-    async with serve() as client:
+    async with serve(DEFAULT) as (_, client):
         info = (await client.get("/info")).json()
     assert info["backend"] == {"name": "onnxruntime", "requested": "auto"}
 

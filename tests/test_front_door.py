@@ -10,16 +10,13 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from app.main import create_app
 from app.settings import Settings
+from tests.helpers import serve
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "default"
@@ -93,15 +90,6 @@ def test_busy_port_is_one_clear_line_naming_the_port_and_the_setting() -> None:
 # --- HTTP: limits and messages -----------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def _client(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(model_dir=DEFAULT_MODEL, warmup=False, **overrides))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-    ):
-        yield client
-
 
 def _long_review(data_mirror: Path, chars: int) -> str:
     """A real long document: IMDB's longest reviews joined until `chars` characters (IMDB's longest
@@ -129,7 +117,7 @@ def test_one_text_at_the_character_limit_fits_the_body_limit() -> None:
 async def test_a_3000_word_review_is_scored(data_mirror: Path) -> None:
     review = _long_review(data_mirror, 17_163)
     assert len(review.split()) > 2_900
-    async with _client() as client:
+    async with serve(DEFAULT_MODEL) as (_, client):
         labels = (await client.get("/info")).json()["labels"]
         r = await client.post("/predict", json={"text": review})
         assert r.status_code == 200, r.text[:500]
@@ -144,7 +132,7 @@ async def test_a_3000_word_review_is_scored(data_mirror: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_error_messages_say_where_and_what_to_do() -> None:
-    async with _client() as client:
+    async with serve(DEFAULT_MODEL) as (_, client):
         # a JSON syntax error keeps its position
         r = await client.post("/predict", content=b'{"text": "a good film",\n "texts": [1,}', headers=JSON)
         message = r.json()["error"]["message"]
