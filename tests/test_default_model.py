@@ -1,7 +1,8 @@
 """The embedded default model (models/default): what `make serve`, the image and Compose serve with no
 training step. Its files, size, provenance, accuracy and behaviour are checked as shipped, the figures
-recomputed from the real test sets. The floors are the shipped model's measured figures; issue 20's goals
-(TweetEval macro-recall >= 0.650, ECE <= 0.03, behaviour >= 90 %) are not met yet: see docs/TRAINING.md."""
+recomputed from the real test sets. The floors are issue 20's goals where the shipped model meets them
+(TweetEval macro-recall >= 0.650, SST-2 >= 87.5 %, ECE <= 0.03); its behaviour goal (90 %) is not met
+yet, so that floor is the measured figure: see docs/TRAINING.md."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ from training.evaluate import classification_report
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "models" / "default"
 MAX_BYTES = 20 * 1024 * 1024
-MIN_TWEETEVAL_MACRO_RECALL = 0.630  # TweetEval test, 0.6325 measured (LSTM 58.3, FastText 62.9; goal 65.0)
-MIN_SST2_ACCURACY = 0.875  # SST-2 sentence test, negative vs positive only: 0.8869 measured (goal 0.875)
-MAX_TWEETEVAL_ECE = 0.037  # after temperature scaling: 0.0364 measured (goal 0.03)
-MIN_BEHAVIOUR_PASS = 0.83  # 93/111 measured (goal 0.90)
+# Measured figures: models/default/meta.json ("metrics", "behaviour") and its model card.
+MIN_TWEETEVAL_MACRO_RECALL = 0.650  # TweetEval test (LSTM 58.3, FastText 62.9, RoBERTa-base 71.3)
+MIN_SST2_ACCURACY = 0.875  # SST-2 sentence test, negative vs positive only
+MAX_TWEETEVAL_ECE = 0.030  # TweetEval test, after temperature scaling
+MIN_BEHAVIOUR_PASS = 0.83  # the hand-written cases (goal 0.90, not met)
 
 
 @pytest.fixture(scope="module")
